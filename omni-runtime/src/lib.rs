@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod assets;
+pub mod client;
 pub mod collection;
 pub mod conn;
 mod engine;
