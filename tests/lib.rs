@@ -15,15 +15,24 @@ pub struct TestServer<S> {
 impl<S: Default + Send + Sync + 'static> TestServer<S> {
     /// Builds and starts `app`.
     pub async fn start(app: Omni<S>) -> Self {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("warn")
+            .try_init();
         let server = app.no_static().build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.clone().serve_with_shutdown(listener, async move {
             let _ = stopped.await;
         }));
-        TestServer { server, addr, stop: Some(stop) }
+        TestServer {
+            server,
+            addr,
+            stop: Some(stop),
+        }
     }
 
     /// The WebSocket URL.

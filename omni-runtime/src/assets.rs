@@ -45,7 +45,13 @@ impl Assets {
         let mut files = Vec::new();
         let mut add = |path: &str, content_type: &'static str, body: Vec<u8>| {
             let gzip = if development { None } else { gzip(&body) };
-            files.push(Asset { path: path.to_owned(), content_type, etag: etag_of(&body), body, gzip });
+            files.push(Asset {
+                path: path.to_owned(),
+                content_type,
+                etag: etag_of(&body),
+                body,
+                gzip,
+            });
         };
         let schema_json = serde_json::to_vec_pretty(schema).unwrap_or_default();
         add("/omni/schema.json", "application/json", schema_json);
@@ -60,9 +66,18 @@ impl Assets {
         Assets { files, development }
     }
 
-    pub(crate) fn respond(&self, path: &str, accept_encoding: Option<&str>, if_none_match: Option<&str>) -> Option<warp::reply::Response> {
+    pub(crate) fn respond(
+        &self,
+        path: &str,
+        accept_encoding: Option<&str>,
+        if_none_match: Option<&str>,
+    ) -> Option<warp::reply::Response> {
         let asset = self.files.iter().find(|a| a.path == path)?;
-        let cache = if self.development { "no-cache" } else { "public, max-age=3600, must-revalidate" };
+        let cache = if self.development {
+            "no-cache"
+        } else {
+            "public, max-age=3600, must-revalidate"
+        };
         if if_none_match == Some(asset.etag.as_str()) {
             let mut resp = warp::reply::Reply::into_response(Vec::new());
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
@@ -70,7 +85,8 @@ impl Assets {
             set(&mut resp, header::CACHE_CONTROL, cache);
             return Some(resp);
         }
-        let wants_gzip = accept_encoding.is_some_and(|e| e.split(',').any(|p| p.trim().starts_with("gzip")));
+        let wants_gzip =
+            accept_encoding.is_some_and(|e| e.split(',').any(|p| p.trim().starts_with("gzip")));
         let (body, gzipped) = match (&asset.gzip, wants_gzip) {
             (Some(gz), true) => (gz.clone(), true),
             _ => (asset.body.clone(), false),

@@ -72,7 +72,9 @@ pub struct Client {
 impl Client {
     /// Connects and waits for the `hello` and the first snapshot.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
         let mut client = Client {
             ws,
             collections: HashMap::new(),
@@ -125,12 +127,18 @@ impl Client {
     /// Sends a raw text frame (for tests of bad input).
     pub async fn send_raw(&mut self, text: impl Into<String>) -> Result<(), ClientError> {
         let text: String = text.into();
-        self.ws.send(Message::text(text)).await.map_err(|e| ClientError::Transport(e.to_string()))
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
     }
 
     /// Sends a raw WebSocket message (for tests of binary or odd frames).
     pub async fn send_message(&mut self, msg: Message) -> Result<(), ClientError> {
-        self.ws.send(msg).await.map_err(|e| ClientError::Transport(e.to_string()))
+        self.ws
+            .send(msg)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
     }
 
     fn next_request_id(&mut self) -> u64 {
@@ -147,49 +155,82 @@ impl Client {
     }
 
     /// Changes attributes of a model and waits for the `ack`.
-    pub async fn change(&mut self, collection: &str, oid: u64, set: Value) -> Result<(), ClientError> {
-        let id = self.send(json!({"t": "change", "c": collection, "oid": oid, "set": set})).await?;
+    pub async fn change(
+        &mut self,
+        collection: &str,
+        oid: u64,
+        set: Value,
+    ) -> Result<(), ClientError> {
+        let id = self
+            .send(json!({"t": "change", "c": collection, "oid": oid, "set": set}))
+            .await?;
         self.answer(id).await.map(|_| ())
     }
 
     /// Creates a model and waits for its OID.
     pub async fn add(&mut self, collection: &str, attrs: Value) -> Result<u64, ClientError> {
         let tmp = format!("r{}", self.next_id + 1);
-        let id = self.send(json!({"t": "add", "c": collection, "tmp": tmp, "m": attrs})).await?;
+        let id = self
+            .send(json!({"t": "add", "c": collection, "tmp": tmp, "m": attrs}))
+            .await?;
         let answer = self.answer(id).await?;
-        answer["oid"].as_u64().ok_or_else(|| ClientError::Protocol(format!("`created` without oid: {answer}")))
+        answer["oid"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Protocol(format!("`created` without oid: {answer}")))
     }
 
     /// Removes a model and waits for the `ack`.
     pub async fn remove(&mut self, collection: &str, oid: u64) -> Result<(), ClientError> {
-        let id = self.send(json!({"t": "remove", "c": collection, "oid": oid})).await?;
+        let id = self
+            .send(json!({"t": "remove", "c": collection, "oid": oid}))
+            .await?;
         self.answer(id).await.map(|_| ())
     }
 
     /// Calls an event handler and waits for its reply.
-    pub async fn trigger<A: Serialize + ?Sized, R: DeserializeOwned>(&mut self, name: &str, args: &A) -> Result<R, ClientError> {
+    pub async fn trigger<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &mut self,
+        name: &str,
+        args: &A,
+    ) -> Result<R, ClientError> {
         let args = serde_json::to_value(args).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let id = self.send(json!({"t": "event", "name": name, "args": args})).await?;
+        let id = self
+            .send(json!({"t": "event", "name": name, "args": args}))
+            .await?;
         let answer = self.answer(id).await?;
-        serde_json::from_value(answer["ok"].clone()).map_err(|e| ClientError::Protocol(format!("reply of `{name}`: {e}")))
+        serde_json::from_value(answer["ok"].clone())
+            .map_err(|e| ClientError::Protocol(format!("reply of `{name}`: {e}")))
     }
 
     /// Waits for the answer to request `id`: `Ok` for ack/created/reply-ok, `Err(Refused)` for
     /// reject/error/reply-err.
     pub async fn answer(&mut self, id: u64) -> Result<Value, ClientError> {
         let msg = self
-            .wait_for(|m| m["id"] == id && matches!(m["t"].as_str(), Some("ack" | "created" | "reject" | "reply" | "error")))
+            .wait_for(|m| {
+                m["id"] == id
+                    && matches!(
+                        m["t"].as_str(),
+                        Some("ack" | "created" | "reject" | "reply" | "error")
+                    )
+            })
             .await?;
         match msg["t"].as_str() {
-            Some("reject") | Some("error") => Err(ClientError::Refused(msg["reason"].as_str().unwrap_or_default().to_owned())),
-            Some("reply") if msg.get("err").is_some() => Err(ClientError::Refused(msg["err"].as_str().unwrap_or_default().to_owned())),
+            Some("reject") | Some("error") => Err(ClientError::Refused(
+                msg["reason"].as_str().unwrap_or_default().to_owned(),
+            )),
+            Some("reply") if msg.get("err").is_some() => Err(ClientError::Refused(
+                msg["err"].as_str().unwrap_or_default().to_owned(),
+            )),
             _ => Ok(msg),
         }
     }
 
     /// Reads and applies messages until one matches `pred`, which is returned. Messages read
     /// before it are applied too.
-    pub async fn wait_for(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Result<Value, ClientError> {
+    pub async fn wait_for(
+        &mut self,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Result<Value, ClientError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             while let Some(msg) = self.inbox.pop_front() {
@@ -206,7 +247,10 @@ impl Client {
     }
 
     /// Reads frames until `pred` holds on the client's state.
-    pub async fn wait_until(&mut self, mut pred: impl FnMut(&Client) -> bool) -> Result<(), ClientError> {
+    pub async fn wait_until(
+        &mut self,
+        mut pred: impl FnMut(&Client) -> bool,
+    ) -> Result<(), ClientError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         while !pred(self) {
             self.inbox.clear();
@@ -247,10 +291,13 @@ impl Client {
         };
         let text = match msg {
             Message::Text(t) => t,
-            Message::Close(_) => return Err(ClientError::Transport("connection closed by server".into())),
+            Message::Close(_) => {
+                return Err(ClientError::Transport("connection closed by server".into()));
+            }
             _ => return Ok(()),
         };
-        let value: Value = serde_json::from_str(text.as_str()).map_err(|e| ClientError::Protocol(format!("bad JSON from server: {e}")))?;
+        let value: Value = serde_json::from_str(text.as_str())
+            .map_err(|e| ClientError::Protocol(format!("bad JSON from server: {e}")))?;
         match value {
             Value::Array(items) => {
                 for item in items {
@@ -267,7 +314,9 @@ impl Client {
         match msg["t"].as_str() {
             Some("hello") => self.conn = msg["conn"].as_u64().unwrap_or_default(),
             Some("snapshot") => {
-                let data = msg["data"].as_object().ok_or_else(|| ClientError::Protocol("snapshot without data".into()))?;
+                let data = msg["data"]
+                    .as_object()
+                    .ok_or_else(|| ClientError::Protocol("snapshot without data".into()))?;
                 self.collections.clear();
                 for (name, models) in data {
                     let mut map = BTreeMap::new();
@@ -287,13 +336,17 @@ impl Client {
                 self.collections.entry(coll).or_default().insert(oid, attrs);
             }
             Some("change") => {
-                let oid = msg["oid"].as_u64().ok_or_else(|| ClientError::Protocol(format!("change without oid: {msg}")))?;
+                let oid = msg["oid"]
+                    .as_u64()
+                    .ok_or_else(|| ClientError::Protocol(format!("change without oid: {msg}")))?;
                 let model = self
                     .collections
                     .entry(coll.clone())
                     .or_default()
                     .get_mut(&oid)
-                    .ok_or_else(|| ClientError::Protocol(format!("change for unknown model {coll}/{oid}")))?;
+                    .ok_or_else(|| {
+                        ClientError::Protocol(format!("change for unknown model {coll}/{oid}"))
+                    })?;
                 for (k, v) in msg["set"].as_object().into_iter().flatten() {
                     model.insert(k.clone(), v.clone());
                 }
@@ -305,7 +358,10 @@ impl Client {
                 let oid = msg["oid"].as_u64().unwrap_or_default();
                 self.collections.entry(coll).or_default().remove(&oid);
             }
-            Some("emit") => self.emits.push((msg["name"].as_str().unwrap_or_default().to_owned(), msg["data"].clone())),
+            Some("emit") => self.emits.push((
+                msg["name"].as_str().unwrap_or_default().to_owned(),
+                msg["data"].clone(),
+            )),
             _ => {}
         }
         self.log.push(msg.clone());
@@ -315,7 +371,10 @@ impl Client {
 }
 
 fn split_oid(m: &Value) -> Result<(u64, Attrs), ClientError> {
-    let mut attrs = m.as_object().cloned().ok_or_else(|| ClientError::Protocol(format!("model is not an object: {m}")))?;
+    let mut attrs = m
+        .as_object()
+        .cloned()
+        .ok_or_else(|| ClientError::Protocol(format!("model is not an object: {m}")))?;
     let oid = attrs
         .remove("oid")
         .and_then(|v| v.as_u64())

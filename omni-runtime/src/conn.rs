@@ -46,7 +46,10 @@ pub struct Conn<S> {
 
 impl<S> Clone for Conn<S> {
     fn clone(&self) -> Self {
-        Conn { id: self.id, shared: self.shared.clone() }
+        Conn {
+            id: self.id,
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -99,15 +102,27 @@ impl<S: Send + Sync + 'static> Conn<S> {
 
     /// The world, to read and change collections.
     pub fn world(&self) -> World {
-        World { core: self.shared.clone() }
+        World {
+            core: self.shared.clone(),
+        }
     }
 
     /// The other connected clients (Omni.js's `connection.connections`).
     pub fn others(&self) -> Vec<Conn<S>> {
         let engine = self.shared.engine.lock();
-        let mut ids: Vec<ConnId> = engine.conns.iter().filter(|(id, c)| c.ready && **id != self.id).map(|(id, _)| *id).collect();
+        let mut ids: Vec<ConnId> = engine
+            .conns
+            .iter()
+            .filter(|(id, c)| c.ready && **id != self.id)
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort();
-        ids.into_iter().map(|id| Conn { id, shared: self.shared.clone() }).collect()
+        ids.into_iter()
+            .map(|id| Conn {
+                id,
+                shared: self.shared.clone(),
+            })
+            .collect()
     }
 
     /// Whether the client is still connected.

@@ -45,7 +45,11 @@ pub(crate) fn guard<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => Some(r),
         Err(panic) => {
-            tracing::error!(hook = what, panic = panic_message(&panic), "user hook panicked; treated as a refusal");
+            tracing::error!(
+                hook = what,
+                panic = panic_message(&panic),
+                "user hook panicked; treated as a refusal"
+            );
             None
         }
     }
@@ -62,8 +66,17 @@ pub(crate) fn panic_message(panic: &Box<dyn Any + Send>) -> &str {
 }
 
 /// Which attributes of `model` the connection may read, or `None` if it may not see it.
-fn readable<S, M: Permissions<S>>(model: &M, session: &S, conn: ConnId, oid: u64) -> Option<AttrSet> {
-    let ctx = Access { session, conn, oid: Oid::<M>::from_raw(oid) };
+fn readable<S, M: Permissions<S>>(
+    model: &M,
+    session: &S,
+    conn: ConnId,
+    oid: u64,
+) -> Option<AttrSet> {
+    let ctx = Access {
+        session,
+        conn,
+        oid: Oid::<M>::from_raw(oid),
+    };
     guard("Permissions::can_read", || {
         if !model.can_read(&ctx, None) {
             return None;
@@ -87,7 +100,11 @@ struct ViewCache {
 
 impl ViewCache {
     fn get(&mut self, kind: u8, a: AttrSet, b: AttrSet, make: impl FnOnce() -> Bytes) -> Bytes {
-        if let Some((_, _, _, bytes)) = self.entries.iter().find(|(k, x, y, _)| *k == kind && *x == a && *y == b) {
+        if let Some((_, _, _, bytes)) = self
+            .entries
+            .iter()
+            .find(|(k, x, y, _)| *k == kind && *x == a && *y == b)
+        {
             return bytes.clone();
         }
         let bytes = make();
@@ -102,9 +119,17 @@ const REMOVE: u8 = 2;
 
 /// A client request on a collection, already parsed.
 pub(crate) enum Request<'a> {
-    Change { oid: u64, set: &'a serde_json::Map<String, serde_json::Value> },
-    Add { tmp: &'a str, attrs: &'a serde_json::Map<String, serde_json::Value> },
-    Remove { oid: u64 },
+    Change {
+        oid: u64,
+        set: &'a serde_json::Map<String, serde_json::Value>,
+    },
+    Add {
+        tmp: &'a str,
+        attrs: &'a serde_json::Map<String, serde_json::Value>,
+    },
+    Remove {
+        oid: u64,
+    },
 }
 
 /// One collection, with its model type erased so the engine can hold many.
@@ -118,11 +143,23 @@ pub(crate) trait CollState<S>: Send + Sync {
     /// Pushes to `conn` the difference between what it holds and what it may see now.
     fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>);
     /// Handles a client request; pushes every resulting message, including the answer.
-    fn client_request(&mut self, conns: &mut Conns<S>, conn_id: ConnId, req: u64, request: Request<'_>, next_oid: &mut u64);
+    fn client_request(
+        &mut self,
+        conns: &mut Conns<S>,
+        conn_id: ConnId,
+        req: u64,
+        request: Request<'_>,
+        next_oid: &mut u64,
+    );
     /// Inserts a model (a `Box<M>`) under `oid` and fans it out.
     fn server_insert(&mut self, conns: &mut Conns<S>, oid: u64, model: Box<dyn Any>);
     /// Runs `f` on the model (`&mut M`) with a change set and fans out the changes.
-    fn server_update(&mut self, conns: &mut Conns<S>, oid: u64, f: &mut dyn FnMut(&mut dyn Any, &mut AttrSet)) -> bool;
+    fn server_update(
+        &mut self,
+        conns: &mut Conns<S>,
+        oid: u64,
+        f: &mut dyn FnMut(&mut dyn Any, &mut AttrSet),
+    ) -> bool;
     /// Removes a model and fans out the removal; returns the `Box<M>`.
     fn server_remove(&mut self, conns: &mut Conns<S>, oid: u64) -> Option<Box<dyn Any + Send>>;
 }
@@ -144,7 +181,12 @@ impl<C: Collection> Store<C> {
             *next_oid += 1;
             models.insert(*next_oid, model);
         }
-        Store { collection: seeded.collection, models, idx, name_json: serde_json::to_string(C::NAME).unwrap_or_default() }
+        Store {
+            collection: seeded.collection,
+            models,
+            idx,
+            name_json: serde_json::to_string(C::NAME).unwrap_or_default(),
+        }
     }
 
     fn describe(&self, oid: u64) -> String {
@@ -158,7 +200,9 @@ impl<C: Collection> Store<C> {
         C: CollectionPermissions<S>,
         C::Model: Permissions<S>,
     {
-        let Some(model) = self.models.get(&oid) else { return };
+        let Some(model) = self.models.get(&oid) else {
+            return;
+        };
         let mut cache = ViewCache::default();
         for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
             let now = readable(model, &conn.session, *id, oid);
@@ -167,11 +211,16 @@ impl<C: Collection> Store<C> {
                 (None, None) => {}
                 (None, Some(mask)) => {
                     held.insert(oid, mask);
-                    conn.outbox.push(cache.get(ADD, mask, mask, || wire::add(&self.name_json, oid, model, mask)));
+                    conn.outbox.push(cache.get(ADD, mask, mask, || {
+                        wire::add(&self.name_json, oid, model, mask)
+                    }));
                 }
                 (Some(_), None) => {
                     held.remove(&oid);
-                    conn.outbox.push(cache.get(REMOVE, AttrSet::EMPTY, AttrSet::EMPTY, || wire::remove(&self.name_json, oid)));
+                    conn.outbox
+                        .push(cache.get(REMOVE, AttrSet::EMPTY, AttrSet::EMPTY, || {
+                            wire::remove(&self.name_json, oid)
+                        }));
                 }
                 (Some(had), Some(mask)) => {
                     let set = changed.and(mask).or(mask.minus(had));
@@ -182,7 +231,9 @@ impl<C: Collection> Store<C> {
                     if had != mask {
                         held.insert(oid, mask);
                     }
-                    conn.outbox.push(cache.get(CHANGE, set, unset, || wire::change(&self.name_json, oid, model, set, unset)));
+                    conn.outbox.push(cache.get(CHANGE, set, unset, || {
+                        wire::change(&self.name_json, oid, model, set, unset)
+                    }));
                 }
             }
         }
@@ -194,7 +245,9 @@ impl<C: Collection> Store<C> {
         C: CollectionPermissions<S>,
         C::Model: Permissions<S>,
     {
-        let Some(model) = self.models.get(&oid) else { return };
+        let Some(model) = self.models.get(&oid) else {
+            return;
+        };
         let mut cache = ViewCache::default();
         for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
             let now = readable(model, &conn.session, *id, oid);
@@ -203,11 +256,19 @@ impl<C: Collection> Store<C> {
             }
             match origin {
                 Some((origin, req, tmp)) if origin == *id => {
-                    conn.outbox.push_control(wire::created(&self.name_json, req, tmp, oid, now.map(|m| (model, m))));
+                    conn.outbox.push_control(wire::created(
+                        &self.name_json,
+                        req,
+                        tmp,
+                        oid,
+                        now.map(|m| (model, m)),
+                    ));
                 }
                 _ => {
                     if let Some(mask) = now {
-                        conn.outbox.push(cache.get(ADD, mask, mask, || wire::add(&self.name_json, oid, model, mask)));
+                        conn.outbox.push(cache.get(ADD, mask, mask, || {
+                            wire::add(&self.name_json, oid, model, mask)
+                        }));
                     }
                 }
             }
@@ -227,7 +288,14 @@ impl<C: Collection> Store<C> {
         }
     }
 
-    fn reject<S>(&self, conn_id: ConnId, conn: &ConnState<S>, req: u64, target: Target<'_>, reason: &str) -> Bytes
+    fn reject<S>(
+        &self,
+        conn_id: ConnId,
+        conn: &ConnState<S>,
+        req: u64,
+        target: Target<'_>,
+        reason: &str,
+    ) -> Bytes
     where
         C: CollectionPermissions<S>,
         C::Model: Permissions<S>,
@@ -255,18 +323,33 @@ impl<C: Collection> Store<C> {
         C::Model: Permissions<S>,
     {
         let conn = conns.get(&conn_id).ok_or("connection closed")?;
-        let model = self.models.get(&oid).filter(|m| readable(*m, &conn.session, conn_id, oid).is_some());
+        let model = self
+            .models
+            .get(&oid)
+            .filter(|m| readable(*m, &conn.session, conn_id, oid).is_some());
         let Some(model) = model else {
-            return Err(format!("collection `{}` has no model with oid {oid}", C::NAME));
+            return Err(format!(
+                "collection `{}` has no model with oid {oid}",
+                C::NAME
+            ));
         };
         let changes = C::Model::decode_patch(patch).map_err(|e| format!("{}: {e}", C::NAME))?;
-        let ctx = Access { session: &conn.session, conn: conn_id, oid: Oid::<C::Model>::from_raw(oid) };
+        let ctx = Access {
+            session: &conn.session,
+            conn: conn_id,
+            oid: Oid::<C::Model>::from_raw(oid),
+        };
         for change in &changes {
             let attr = C::Model::change_attr(change);
             if attr.is_readonly() {
-                return Err(format!("attribute `{}` of {} is read-only", attr.name(), self.describe(oid)));
+                return Err(format!(
+                    "attribute `{}` of {} is read-only",
+                    attr.name(),
+                    self.describe(oid)
+                ));
             }
-            let allowed = guard("Permissions::can_write", || model.can_write(&ctx, change)).unwrap_or(false);
+            let allowed =
+                guard("Permissions::can_write", || model.can_write(&ctx, change)).unwrap_or(false);
             if !allowed {
                 return Err(format!(
                     "permission denied: connection {conn_id} may not write attribute `{}` of {}",
@@ -314,13 +397,24 @@ impl<C: Collection> Store<C> {
             }
             model.apply(change);
         }
-        let ctx = Ctx { session: &conn.session, conn: conn_id };
-        let allowed = guard("CollectionPermissions::can_create", || self.collection.can_create(&ctx, &model)).unwrap_or(false);
+        let ctx = Ctx {
+            session: &conn.session,
+            conn: conn_id,
+        };
+        let allowed = guard("CollectionPermissions::can_create", || {
+            self.collection.can_create(&ctx, &model)
+        })
+        .unwrap_or(false);
         if !allowed {
-            return Err(format!("permission denied: connection {conn_id} may not create models in `{}`", C::NAME));
+            return Err(format!(
+                "permission denied: connection {conn_id} may not create models in `{}`",
+                C::NAME
+            ));
         }
-        guard("CollectionPermissions::on_create", || self.collection.on_create(&ctx, &mut model))
-            .ok_or_else(|| format!("the server failed to create the model in `{}`", C::NAME))?;
+        guard("CollectionPermissions::on_create", || {
+            self.collection.on_create(&ctx, &mut model)
+        })
+        .ok_or_else(|| format!("the server failed to create the model in `{}`", C::NAME))?;
         *next_oid += 1;
         let oid = *next_oid;
         self.models.insert(oid, model);
@@ -328,20 +422,40 @@ impl<C: Collection> Store<C> {
         Ok(())
     }
 
-    fn client_remove<S>(&mut self, conns: &mut Conns<S>, conn_id: ConnId, oid: u64) -> Result<(), String>
+    fn client_remove<S>(
+        &mut self,
+        conns: &mut Conns<S>,
+        conn_id: ConnId,
+        oid: u64,
+    ) -> Result<(), String>
     where
         C: CollectionPermissions<S>,
         C::Model: Permissions<S>,
     {
         let conn = conns.get(&conn_id).ok_or("connection closed")?;
-        let model = self.models.get(&oid).filter(|m| readable(*m, &conn.session, conn_id, oid).is_some());
+        let model = self
+            .models
+            .get(&oid)
+            .filter(|m| readable(*m, &conn.session, conn_id, oid).is_some());
         let Some(model) = model else {
-            return Err(format!("collection `{}` has no model with oid {oid}", C::NAME));
+            return Err(format!(
+                "collection `{}` has no model with oid {oid}",
+                C::NAME
+            ));
         };
-        let ctx = Ctx { session: &conn.session, conn: conn_id };
-        let allowed = guard("CollectionPermissions::can_destroy", || self.collection.can_destroy(&ctx, model)).unwrap_or(false);
+        let ctx = Ctx {
+            session: &conn.session,
+            conn: conn_id,
+        };
+        let allowed = guard("CollectionPermissions::can_destroy", || {
+            self.collection.can_destroy(&ctx, model)
+        })
+        .unwrap_or(false);
         if !allowed {
-            return Err(format!("permission denied: connection {conn_id} may not remove {}", self.describe(oid)));
+            return Err(format!(
+                "permission denied: connection {conn_id} may not remove {}",
+                self.describe(oid)
+            ));
         }
         self.models.remove(&oid);
         self.fanout_removed(conns, oid);
@@ -393,7 +507,8 @@ where
                 (None, None) => {}
                 (None, Some(mask)) => {
                     held.insert(oid, mask);
-                    conn.outbox.push(wire::add(&self.name_json, oid, model, mask));
+                    conn.outbox
+                        .push(wire::add(&self.name_json, oid, model, mask));
                 }
                 (Some(_), None) => {
                     held.remove(&oid);
@@ -401,35 +516,67 @@ where
                 }
                 (Some(had), Some(mask)) if had != mask => {
                     held.insert(oid, mask);
-                    conn.outbox.push(wire::change(&self.name_json, oid, model, mask.minus(had), had.minus(mask)));
+                    conn.outbox.push(wire::change(
+                        &self.name_json,
+                        oid,
+                        model,
+                        mask.minus(had),
+                        had.minus(mask),
+                    ));
                 }
                 (Some(_), Some(_)) => {}
             }
         }
     }
 
-    fn client_request(&mut self, conns: &mut Conns<S>, conn_id: ConnId, req: u64, request: Request<'_>, next_oid: &mut u64) {
+    fn client_request(
+        &mut self,
+        conns: &mut Conns<S>,
+        conn_id: ConnId,
+        req: u64,
+        request: Request<'_>,
+        next_oid: &mut u64,
+    ) {
         let (result, target) = match request {
-            Request::Change { oid, set } => (self.client_change(conns, conn_id, oid, set), Target::Oid(oid)),
-            Request::Add { tmp, attrs } => (self.client_add(conns, conn_id, req, tmp, attrs, next_oid), Target::Tmp(tmp)),
+            Request::Change { oid, set } => (
+                self.client_change(conns, conn_id, oid, set),
+                Target::Oid(oid),
+            ),
+            Request::Add { tmp, attrs } => (
+                self.client_add(conns, conn_id, req, tmp, attrs, next_oid),
+                Target::Tmp(tmp),
+            ),
             Request::Remove { oid } => (self.client_remove(conns, conn_id, oid), Target::Oid(oid)),
         };
-        let Some(conn) = conns.get(&conn_id) else { return };
+        let Some(conn) = conns.get(&conn_id) else {
+            return;
+        };
         match (result, target) {
             (Ok(()), Target::Tmp(_)) => {} // `created` was pushed by the fan-out
             (Ok(()), Target::Oid(_)) => conn.outbox.push_control(wire::ack(req)),
-            (Err(reason), target) => conn.outbox.push_control(self.reject(conn_id, conn, req, target, &reason)),
+            (Err(reason), target) => conn
+                .outbox
+                .push_control(self.reject(conn_id, conn, req, target, &reason)),
         }
     }
 
     fn server_insert(&mut self, conns: &mut Conns<S>, oid: u64, model: Box<dyn Any>) {
-        let Ok(model) = model.downcast::<C::Model>() else { return };
+        let Ok(model) = model.downcast::<C::Model>() else {
+            return;
+        };
         self.models.insert(oid, *model);
         self.fanout_added(conns, oid, None);
     }
 
-    fn server_update(&mut self, conns: &mut Conns<S>, oid: u64, f: &mut dyn FnMut(&mut dyn Any, &mut AttrSet)) -> bool {
-        let Some(model) = self.models.get_mut(&oid) else { return false };
+    fn server_update(
+        &mut self,
+        conns: &mut Conns<S>,
+        oid: u64,
+        f: &mut dyn FnMut(&mut dyn Any, &mut AttrSet),
+    ) -> bool {
+        let Some(model) = self.models.get_mut(&oid) else {
+            return false;
+        };
         let mut changed = AttrSet::EMPTY;
         f(model, &mut changed);
         if !changed.is_empty() {
@@ -447,7 +594,11 @@ where
 
 impl<S: Send + Sync + 'static> Engine<S> {
     pub(crate) fn new() -> Self {
-        Engine { colls: Vec::new(), conns: HashMap::new(), next_oid: 0 }
+        Engine {
+            colls: Vec::new(),
+            conns: HashMap::new(),
+            next_oid: 0,
+        }
     }
 
     pub(crate) fn coll_index(&self, name: &str) -> Option<usize> {
@@ -473,7 +624,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
 
     /// `conn.sync()`: re-checks every permission for one connection and pushes the difference.
     pub(crate) fn sync_conn(&mut self, conn_id: ConnId) {
-        let Some(conn) = self.conns.get_mut(&conn_id) else { return };
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
         if !conn.ready {
             return;
         }

@@ -46,7 +46,11 @@ const MAX_CONTROL: usize = 4096;
 
 impl Outbox {
     pub(crate) fn new(limit: usize) -> Self {
-        Outbox { inner: Mutex::new(Inner::default()), notify: Notify::new(), limit }
+        Outbox {
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            limit,
+        }
     }
 
     /// Queues a state update (add, change, remove, snapshot, emit).
@@ -174,13 +178,19 @@ mod tests {
         assert!(out.is_empty());
         ob.reset_with([Bytes::from_static(b"snap")]);
         assert_eq!(ob.drain(&mut out), Drain::Items);
-        assert_eq!(out, vec![Bytes::from_static(b"snap"), Bytes::from_static(b"ack")]);
+        assert_eq!(
+            out,
+            vec![Bytes::from_static(b"snap"), Bytes::from_static(b"ack")]
+        );
         assert_eq!(ob.pending_bytes(), 0);
     }
 
     #[test]
     fn frames_one_or_many() {
-        assert_eq!(frame(&[Bytes::from_static(b"{}")]), Bytes::from_static(b"{}"));
+        assert_eq!(
+            frame(&[Bytes::from_static(b"{}")]),
+            Bytes::from_static(b"{}")
+        );
         let two = [Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{}")];
         assert_eq!(frame(&two), Bytes::from_static(b"[{\"a\":1},{}]"));
     }

@@ -44,7 +44,9 @@ use crate::world::{World, WorldCore};
 use crate::{assets, wire};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type EventFn<S> = Arc<dyn Fn(Conn<S>, World, serde_json::Value) -> BoxFuture<Result<Vec<u8>, String>> + Send + Sync>;
+type EventFn<S> = Arc<
+    dyn Fn(Conn<S>, World, serde_json::Value) -> BoxFuture<Result<Vec<u8>, String>> + Send + Sync,
+>;
 type HookFn<S> = Arc<dyn Fn(Conn<S>) -> BoxFuture<()> + Send + Sync>;
 
 /// Limits and switches of a server. Every field has a documented default.
@@ -61,6 +63,16 @@ pub struct Config {
     /// Bytes of pending state updates per connection before they are dropped and the client is
     /// resynced with a fresh snapshot once it reads again. Default: 4 MiB.
     pub max_queue_bytes: usize,
+    /// Sustained client messages per second per connection (each message of a batch counts).
+    /// Default: 2,000.
+    pub max_messages_per_second: u32,
+    /// Messages a connection may send in a burst above the sustained rate; a client over it gets
+    /// an `error`, and one that goes on to twice this burst is disconnected. Default: 4,000.
+    pub message_burst: u32,
+    /// Origins allowed to open the WebSocket (`https://example.com`). Empty: only the same origin
+    /// as the `Host` header. Requests without an `Origin` header (non-browser clients) are
+    /// allowed. A refused origin gets HTTP 403. Default: empty.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -71,6 +83,9 @@ impl Default for Config {
             static_dir: Some(PathBuf::from("public")),
             max_message_size: 1 << 20,
             max_queue_bytes: 4 << 20,
+            max_messages_per_second: 2_000,
+            message_burst: 4_000,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -155,7 +170,10 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         F: Fn(Conn<S>, World, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, EventError>> + Send + 'static,
     {
-        assert!(!self.events.contains_key(name), "event `{name}` is registered twice");
+        assert!(
+            !self.events.contains_key(name),
+            "event `{name}` is registered twice"
+        );
         let event_name: Arc<str> = name.into();
         let handler = Arc::new(handler);
         let erased: EventFn<S> = Arc::new(move |conn, world, args| {
@@ -164,7 +182,9 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
             Box::pin(async move {
                 let args: A = serde_json::from_value(args)
                     .map_err(|e| format!("event `{event_name}`: bad arguments: {e}"))?;
-                let reply = handler(conn, world, args).await.map_err(|e| e.message().to_owned())?;
+                let reply = handler(conn, world, args)
+                    .await
+                    .map_err(|e| e.message().to_owned())?;
                 let mut json = Vec::new();
                 crate::__private::encode(&reply, &mut json);
                 Ok(json)
@@ -173,7 +193,11 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         self.events.insert(name.to_owned(), erased);
         let args_ts = crate::ts::ts_type::<A>(&mut self.schema);
         let reply_ts = crate::ts::ts_type::<R>(&mut self.schema);
-        self.schema.events.push(EventSchema { name: name.to_owned(), args_ts, reply_ts });
+        self.schema.events.push(EventSchema {
+            name: name.to_owned(),
+            args_ts,
+            reply_ts,
+        });
         self
     }
 
@@ -184,7 +208,8 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         F: Fn(Conn<S>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.on_connect.push(Arc::new(move |conn| Box::pin(hook(conn))));
+        self.on_connect
+            .push(Arc::new(move |conn| Box::pin(hook(conn))));
         self
     }
 
@@ -194,7 +219,8 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         F: Fn(Conn<S>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.on_disconnect.push(Arc::new(move |conn| Box::pin(hook(conn))));
+        self.on_disconnect
+            .push(Arc::new(move |conn| Box::pin(hook(conn))));
         self
     }
 
@@ -261,22 +287,36 @@ pub struct Server<S> {
 
 impl<S> Clone for Server<S> {
     fn clone(&self) -> Self {
-        Server { shared: self.shared.clone() }
+        Server {
+            shared: self.shared.clone(),
+        }
     }
 }
 
 impl<S: Default + Send + Sync + 'static> Server<S> {
     /// The world, to read and change collections from server code.
     pub fn world(&self) -> World {
-        World { core: self.shared.clone() }
+        World {
+            core: self.shared.clone(),
+        }
     }
 
     /// The connected clients.
     pub fn connections(&self) -> Vec<Conn<S>> {
         let engine = self.shared.engine.lock();
-        let mut ids: Vec<ConnId> = engine.conns.iter().filter(|(_, c)| c.ready).map(|(id, _)| *id).collect();
+        let mut ids: Vec<ConnId> = engine
+            .conns
+            .iter()
+            .filter(|(_, c)| c.ready)
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort();
-        ids.into_iter().map(|id| Conn { id, shared: self.shared.clone() }).collect()
+        ids.into_iter()
+            .map(|id| Conn {
+                id,
+                shared: self.shared.clone(),
+            })
+            .collect()
     }
 
     /// The schema the client is generated from.
@@ -292,27 +332,48 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
         let ws = warp::path(cfg.ws_path.clone())
             .and(warp::path::end())
             .and(warp::ws())
-            .map(move |ws: Ws| {
-                let shared = shared.clone();
-                let max = shared.config.max_message_size;
-                warp::reply::Reply::into_response(
-                    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| connection(shared, socket)),
-                )
-            });
+            .and(warp::header::optional::<String>("origin"))
+            .and(warp::header::optional::<String>("host"))
+            .map(
+                move |ws: Ws, origin: Option<String>, host: Option<String>| {
+                    let shared = shared.clone();
+                    if !origin_allowed(
+                        &shared.config.allowed_origins,
+                        origin.as_deref(),
+                        host.as_deref(),
+                    ) {
+                        tracing::warn!(
+                            origin = origin.as_deref().unwrap_or_default(),
+                            "refused a WebSocket from a foreign origin"
+                        );
+                        let mut resp = warp::reply::Reply::into_response("origin not allowed");
+                        *resp.status_mut() = warp::http::StatusCode::FORBIDDEN;
+                        return resp;
+                    }
+                    let max = shared.config.max_message_size;
+                    warp::reply::Reply::into_response(
+                        ws.max_message_size(max)
+                            .max_frame_size(max)
+                            .on_upgrade(move |socket| connection(shared, socket)),
+                    )
+                },
+            );
         let shared = self.shared.clone();
         let assets = warp::get()
             .and(warp::path::full())
             .and(warp::header::optional::<String>("accept-encoding"))
             .and(warp::header::optional::<String>("if-none-match"))
-            .and_then(move |path: warp::path::FullPath, enc: Option<String>, etag: Option<String>| {
-                let shared = shared.clone();
-                async move {
-                    shared
-                        .assets
-                        .respond(path.as_str(), enc.as_deref(), etag.as_deref())
-                        .ok_or_else(warp::reject::not_found)
-                }
-            });
+            .and_then(
+                move |path: warp::path::FullPath, enc: Option<String>, etag: Option<String>| {
+                    let shared = shared.clone();
+                    async move {
+                        shared
+                            .assets
+                            .respond(path.as_str(), enc.as_deref(), etag.as_deref())
+                            .ok_or_else(warp::reject::not_found)
+                    }
+                },
+            );
         let routes = ws.or(assets).unify();
         match &cfg.static_dir {
             Some(dir) => routes
@@ -332,14 +393,26 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn serve_with_shutdown(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
-        warp::serve(self.routes()).incoming(listener).graceful(shutdown).run().await
+    pub async fn serve_with_shutdown(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
+        warp::serve(self.routes())
+            .incoming(listener)
+            .graceful(shutdown)
+            .run()
+            .await
     }
 }
 
 impl<S: Send + Sync + 'static> WorldCore for Shared<S> {
     fn coll_index(&self, type_id: std::any::TypeId) -> Option<usize> {
-        self.engine.lock().colls.iter().position(|c| c.type_id() == type_id)
+        self.engine
+            .lock()
+            .colls
+            .iter()
+            .position(|c| c.type_id() == type_id)
     }
 
     fn insert(&self, idx: usize, model: Box<dyn std::any::Any>) -> u64 {
@@ -351,7 +424,12 @@ impl<S: Send + Sync + 'static> WorldCore for Shared<S> {
         oid
     }
 
-    fn update(&self, idx: usize, oid: u64, f: &mut dyn FnMut(&mut dyn std::any::Any, &mut crate::model::AttrSet)) -> bool {
+    fn update(
+        &self,
+        idx: usize,
+        oid: u64,
+        f: &mut dyn FnMut(&mut dyn std::any::Any, &mut crate::model::AttrSet),
+    ) -> bool {
         let mut guard = self.engine.lock();
         let engine = &mut *guard;
         engine.colls[idx].server_update(&mut engine.conns, oid, f)
@@ -377,9 +455,85 @@ impl<S: Send + Sync + 'static> WorldCore for Shared<S> {
 
     fn connection_ids(&self) -> Vec<ConnId> {
         let engine = self.engine.lock();
-        let mut ids: Vec<ConnId> = engine.conns.iter().filter(|(_, c)| c.ready).map(|(id, _)| *id).collect();
+        let mut ids: Vec<ConnId> = engine
+            .conns
+            .iter()
+            .filter(|(_, c)| c.ready)
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort();
         ids
+    }
+}
+
+/// Whether a WebSocket upgrade from `origin` may proceed (cross-site WebSocket hijacking guard).
+fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) -> bool {
+    let Some(origin) = origin else { return true };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    if !allowed.is_empty() {
+        return false;
+    }
+    // Same origin: the origin's host[:port] equals the Host header.
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(origin)
+        .trim_end_matches('/');
+    host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
+}
+
+/// A token bucket limiting one connection's message rate.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: tokio::time::Instant,
+    warned: bool,
+}
+
+enum RateVerdict {
+    Ok,
+    /// Over the limit: tell the client (once per excursion) and drop the message.
+    Over {
+        warn: bool,
+    },
+    /// Far over the limit: disconnect.
+    Abuse,
+}
+
+impl RateLimit {
+    fn new(config: &Config) -> Self {
+        let burst = f64::from(config.message_burst.max(1));
+        RateLimit {
+            tokens: burst,
+            rate: f64::from(config.max_messages_per_second.max(1)),
+            burst,
+            last: tokio::time::Instant::now(),
+            warned: false,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> RateVerdict {
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        self.tokens -= n as f64;
+        if self.tokens >= 0.0 {
+            self.warned = false;
+            RateVerdict::Ok
+        } else if self.tokens < -self.burst {
+            RateVerdict::Abuse
+        } else {
+            let warn = !self.warned;
+            self.warned = true;
+            RateVerdict::Over { warn }
+        }
     }
 }
 
@@ -390,9 +544,20 @@ async fn connection<S: Default + Send + Sync + 'static>(shared: Arc<Shared<S>>, 
     {
         let mut engine = shared.engine.lock();
         let held = vec![HashMap::new(); engine.colls.len()];
-        engine.conns.insert(id, ConnState { session: S::default(), outbox: outbox.clone(), held, ready: false });
+        engine.conns.insert(
+            id,
+            ConnState {
+                session: S::default(),
+                outbox: outbox.clone(),
+                held,
+                ready: false,
+            },
+        );
     }
-    let conn = Conn { id, shared: shared.clone() };
+    let conn = Conn {
+        id,
+        shared: shared.clone(),
+    };
     tracing::debug!(conn = %id, "client connected");
     let (mut tx, mut rx) = socket.split();
 
@@ -400,7 +565,10 @@ async fn connection<S: Default + Send + Sync + 'static>(shared: Arc<Shared<S>>, 
     for hook in &shared.on_connect {
         if let Err(panic) = AssertUnwindSafe(hook(conn.clone())).catch_unwind().await {
             tracing::error!(conn = %id, panic = panic_message(&panic), "connect hook panicked; closing the connection");
-            let msg = wire::error(None, "the server failed to accept this connection (connect hook failed)");
+            let msg = wire::error(
+                None,
+                "the server failed to accept this connection (connect hook failed)",
+            );
             let _ = tx.send(text(&msg)).await;
             connected = false;
             break;
@@ -418,6 +586,7 @@ async fn connection<S: Default + Send + Sync + 'static>(shared: Arc<Shared<S>>, 
     }
 
     let mut pending = Vec::new();
+    let mut limit = RateLimit::new(&shared.config);
     'conn: while connected {
         tokio::select! {
             incoming = rx.next() => match incoming {
@@ -425,7 +594,11 @@ async fn connection<S: Default + Send + Sync + 'static>(shared: Arc<Shared<S>>, 
                     if msg.is_close() {
                         break 'conn;
                     }
-                    handle_message(&shared, &conn, &outbox, msg);
+                    if !handle_message(&shared, &conn, &outbox, &mut limit, msg) {
+                        tracing::warn!(conn = %id, "client flooded the server; disconnecting it");
+                        let _ = tx.send(text(&wire::error(None, "message rate limit exceeded repeatedly; disconnecting"))).await;
+                        break 'conn;
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::debug!(conn = %id, error = %e, "websocket error");
@@ -471,22 +644,64 @@ fn text(bytes: &Bytes) -> Message {
     Message::text(String::from_utf8_lossy(bytes).into_owned())
 }
 
-/// Parses one frame and handles each message in it, in order.
-fn handle_message<S: Default + Send + Sync + 'static>(shared: &Arc<Shared<S>>, conn: &Conn<S>, outbox: &Outbox, msg: Message) {
+/// Parses one frame and handles each message in it, in order. Returns `false` when the client
+/// must be disconnected for flooding.
+fn handle_message<S: Default + Send + Sync + 'static>(
+    shared: &Arc<Shared<S>>,
+    conn: &Conn<S>,
+    outbox: &Outbox,
+    limit: &mut RateLimit,
+    msg: Message,
+) -> bool {
     if msg.is_ping() || msg.is_pong() {
-        return;
+        return true;
     }
     let Ok(text) = msg.to_str() else {
-        outbox.push_control(wire::error(None, "binary frames are not supported: send JSON text frames"));
-        return;
+        outbox.push_control(wire::error(
+            None,
+            "binary frames are not supported: send JSON text frames",
+        ));
+        return true;
     };
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             outbox.push_control(wire::error(None, &format!("malformed JSON: {e}")));
-            return;
+            return true;
         }
     };
+    let count = match &value {
+        serde_json::Value::Array(items) => items.len().max(1),
+        _ => 1,
+    };
+    match limit.take(count) {
+        RateVerdict::Ok => {}
+        RateVerdict::Over { warn } => {
+            // Every dropped request is answered, so no client promise waits forever.
+            let reason = format!(
+                "message rate limit exceeded ({} per second, burst {}): message dropped, nothing changed",
+                shared.config.max_messages_per_second, shared.config.message_burst
+            );
+            let ids: Vec<u64> = match &value {
+                serde_json::Value::Array(items) => {
+                    items.iter().filter_map(|m| m.get("id")?.as_u64()).collect()
+                }
+                other => other
+                    .get("id")
+                    .and_then(|v| v.as_u64())
+                    .into_iter()
+                    .collect(),
+            };
+            if ids.is_empty() && warn {
+                outbox.push_control(wire::error(None, &reason));
+            }
+            for id in ids {
+                outbox.push_control(wire::error(Some(id), &reason));
+            }
+            return true;
+        }
+        RateVerdict::Abuse => return false,
+    }
     match value {
         serde_json::Value::Array(items) => {
             for item in items {
@@ -495,31 +710,52 @@ fn handle_message<S: Default + Send + Sync + 'static>(shared: &Arc<Shared<S>>, c
         }
         other => handle_request(shared, conn, outbox, other),
     }
+    true
 }
 
-fn field<'a>(obj: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> Result<&'a serde_json::Value, String> {
+fn field<'a>(
+    obj: &'a serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<&'a serde_json::Value, String> {
     obj.get(key).ok_or_else(|| format!("missing field `{key}`"))
 }
 
-fn str_field<'a>(obj: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> Result<&'a str, String> {
-    field(obj, key)?.as_str().ok_or_else(|| format!("field `{key}` must be a string"))
+fn str_field<'a>(
+    obj: &'a serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<&'a str, String> {
+    field(obj, key)?
+        .as_str()
+        .ok_or_else(|| format!("field `{key}` must be a string"))
 }
 
 fn u64_field(obj: &serde_json::Map<String, serde_json::Value>, key: &str) -> Result<u64, String> {
-    field(obj, key)?.as_u64().ok_or_else(|| format!("field `{key}` must be a non-negative integer"))
+    field(obj, key)?
+        .as_u64()
+        .ok_or_else(|| format!("field `{key}` must be a non-negative integer"))
 }
 
 fn obj_field<'a>(
     obj: &'a serde_json::Map<String, serde_json::Value>,
     key: &str,
 ) -> Result<&'a serde_json::Map<String, serde_json::Value>, String> {
-    field(obj, key)?.as_object().ok_or_else(|| format!("field `{key}` must be an object"))
+    field(obj, key)?
+        .as_object()
+        .ok_or_else(|| format!("field `{key}` must be an object"))
 }
 
 /// Handles one message object; any problem is answered with an `error` naming it.
-fn handle_request<S: Default + Send + Sync + 'static>(shared: &Arc<Shared<S>>, conn: &Conn<S>, outbox: &Outbox, value: serde_json::Value) {
+fn handle_request<S: Default + Send + Sync + 'static>(
+    shared: &Arc<Shared<S>>,
+    conn: &Conn<S>,
+    outbox: &Outbox,
+    value: serde_json::Value,
+) {
     let serde_json::Value::Object(obj) = value else {
-        outbox.push_control(wire::error(None, "each message must be a JSON object with a `t` field"));
+        outbox.push_control(wire::error(
+            None,
+            "each message must be a JSON object with a `t` field",
+        ));
         return;
     };
     let req = obj.get("id").and_then(|v| v.as_u64());
@@ -540,26 +776,48 @@ fn dispatch<S: Default + Send + Sync + 'static>(
         "change" | "add" | "remove" => {
             let coll = str_field(obj, "c")?;
             let request = match kind {
-                "change" => Request::Change { oid: u64_field(obj, "oid")?, set: obj_field(obj, "set")? },
-                "add" => Request::Add { tmp: str_field(obj, "tmp")?, attrs: obj_field(obj, "m")? },
-                _ => Request::Remove { oid: u64_field(obj, "oid")? },
+                "change" => Request::Change {
+                    oid: u64_field(obj, "oid")?,
+                    set: obj_field(obj, "set")?,
+                },
+                "add" => Request::Add {
+                    tmp: str_field(obj, "tmp")?,
+                    attrs: obj_field(obj, "m")?,
+                },
+                _ => Request::Remove {
+                    oid: u64_field(obj, "oid")?,
+                },
             };
             let mut guard = shared.engine.lock();
             let engine = &mut *guard;
-            let idx = engine.coll_index(coll).ok_or_else(|| format!("unknown collection `{coll}`"))?;
-            engine.colls[idx].client_request(&mut engine.conns, conn.id, req, request, &mut engine.next_oid);
+            let idx = engine
+                .coll_index(coll)
+                .ok_or_else(|| format!("unknown collection `{coll}`"))?;
+            engine.colls[idx].client_request(
+                &mut engine.conns,
+                conn.id,
+                req,
+                request,
+                &mut engine.next_oid,
+            );
             Ok(())
         }
         "event" => {
             let name = str_field(obj, "name")?;
-            let handler = shared.events.get(name).ok_or_else(|| format!("unknown event `{name}`"))?.clone();
+            let handler = shared
+                .events
+                .get(name)
+                .ok_or_else(|| format!("unknown event `{name}`"))?
+                .clone();
             let args = obj.get("args").cloned().unwrap_or(serde_json::Value::Null);
             let conn = conn.clone();
             let world = conn.world();
             let event_name = name.to_owned();
             tokio::spawn(async move {
                 let shared = conn.shared.clone();
-                let result = AssertUnwindSafe(handler(conn.clone(), world, args)).catch_unwind().await;
+                let result = AssertUnwindSafe(handler(conn.clone(), world, args))
+                    .catch_unwind()
+                    .await;
                 let msg = match result {
                     Ok(Ok(json)) => wire::reply_ok(req, &json),
                     Ok(Err(e)) => wire::reply_err(req, &e),
@@ -574,7 +832,8 @@ fn dispatch<S: Default + Send + Sync + 'static>(
             });
             Ok(())
         }
-        other => Err(format!("unknown message type `{other}` (expected change, add, remove or event)")),
+        other => Err(format!(
+            "unknown message type `{other}` (expected change, add, remove or event)"
+        )),
     }
 }
-

@@ -23,7 +23,10 @@ impl TypeVisitor for Collect<'_> {
             return;
         }
         if T::output_path().is_some() {
-            self.schema.add_type(TypeDecl { name: T::ident(self.cfg), decl: T::decl(self.cfg) });
+            self.schema.add_type(TypeDecl {
+                name: T::ident(self.cfg),
+                decl: T::decl(self.cfg),
+            });
         }
         T::visit_dependencies(self);
     }
@@ -32,7 +35,11 @@ impl TypeVisitor for Collect<'_> {
 /// The TypeScript name of `T`, adding the declarations of the user types it mentions to `schema`.
 pub(crate) fn ts_type<T: TS + 'static + ?Sized>(schema: &mut Schema) -> String {
     let cfg = config();
-    let mut collect = Collect { cfg: &cfg, schema, seen: HashSet::new() };
+    let mut collect = Collect {
+        cfg: &cfg,
+        schema,
+        seen: HashSet::new(),
+    };
     collect.visit::<T>();
     T::name(&cfg)
 }

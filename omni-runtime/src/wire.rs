@@ -26,7 +26,13 @@ pub(crate) fn add<M: Model>(coll_json: &str, oid: u64, model: &M, attrs: AttrSet
 }
 
 /// `{"t":"change","c":<coll>,"oid":N,"set":{...},"unset":[...]}`
-pub(crate) fn change<M: Model>(coll_json: &str, oid: u64, model: &M, set: AttrSet, unset: AttrSet) -> Bytes {
+pub(crate) fn change<M: Model>(
+    coll_json: &str,
+    oid: u64,
+    model: &M,
+    set: AttrSet,
+    unset: AttrSet,
+) -> Bytes {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(b"{\"t\":\"change\",\"c\":");
     out.extend_from_slice(coll_json.as_bytes());
@@ -186,7 +192,10 @@ pub(crate) fn emit(name: &str, data_json: &[u8]) -> Bytes {
 pub(crate) fn hello(conn: u64) -> Bytes {
     let mut out = Vec::with_capacity(40);
     out.extend_from_slice(b"{\"t\":\"hello\",\"v\":");
-    push_u64(&mut out, u64::from(omni_client_gen::schema::PROTOCOL_VERSION));
+    push_u64(
+        &mut out,
+        u64::from(omni_client_gen::schema::PROTOCOL_VERSION),
+    );
     out.extend_from_slice(b",\"conn\":");
     push_u64(&mut out, conn);
     out.push(b'}');

@@ -56,11 +56,16 @@ impl World {
 
     /// The collection `C`, or an error if it was not registered.
     pub fn try_collection<C: Collection>(&self) -> Result<Coll<C>, WorldError> {
-        let idx = self
-            .core
-            .coll_index(std::any::TypeId::of::<C>())
-            .ok_or(WorldError::NoSuchCollection { collection: C::NAME })?;
-        Ok(Coll { core: self.core.clone(), idx, _c: PhantomData })
+        let idx = self.core.coll_index(std::any::TypeId::of::<C>()).ok_or(
+            WorldError::NoSuchCollection {
+                collection: C::NAME,
+            },
+        )?;
+        Ok(Coll {
+            core: self.core.clone(),
+            idx,
+            _c: PhantomData,
+        })
     }
 
     /// Sends an event to every connected client (`Omni.on(name, cb)` on the client).
@@ -85,7 +90,11 @@ pub struct Coll<C: Collection> {
 
 impl<C: Collection> Clone for Coll<C> {
     fn clone(&self) -> Self {
-        Coll { core: self.core.clone(), idx: self.idx, _c: PhantomData }
+        Coll {
+            core: self.core.clone(),
+            idx: self.idx,
+            _c: PhantomData,
+        }
     }
 }
 
@@ -114,7 +123,10 @@ impl<C: Collection> Coll<C> {
         });
         match result {
             Some(r) if found => Ok(r),
-            _ => Err(WorldError::NoSuchModel { collection: C::NAME, oid: oid.raw() }),
+            _ => Err(WorldError::NoSuchModel {
+                collection: C::NAME,
+                oid: oid.raw(),
+            }),
         }
     }
 
@@ -127,12 +139,22 @@ impl<C: Collection> Coll<C> {
                 *changed = AttrSet::first(<C::Model as Model>::ATTRS.len());
             }
         });
-        if found { Ok(()) } else { Err(WorldError::NoSuchModel { collection: C::NAME, oid: oid.raw() }) }
+        if found {
+            Ok(())
+        } else {
+            Err(WorldError::NoSuchModel {
+                collection: C::NAME,
+                oid: oid.raw(),
+            })
+        }
     }
 
     /// Removes a model; every connection holding it gets a `remove`.
     pub fn remove(&self, oid: Oid<C::Model>) -> Option<C::Model> {
-        self.core.remove(self.idx, oid.raw()).and_then(|b| b.downcast::<C::Model>().ok()).map(|b| *b)
+        self.core
+            .remove(self.idx, oid.raw())
+            .and_then(|b| b.downcast::<C::Model>().ok())
+            .map(|b| *b)
     }
 
     fn with_models<R>(&self, f: impl FnOnce(&Models<C::Model>) -> R) -> R {
@@ -151,7 +173,10 @@ impl<C: Collection> Coll<C> {
 
     /// Runs `f` over the models, in OID order, under the engine lock. Keep it short, and do
     /// not call the world from inside it.
-    pub fn read<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = (Oid<C::Model>, &C::Model)>) -> R) -> R {
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = (Oid<C::Model>, &C::Model)>) -> R,
+    ) -> R {
         self.with_models(|models| f(&mut models.iter().map(|(oid, m)| (Oid::from_raw(*oid), m))))
     }
 
@@ -161,13 +186,26 @@ impl<C: Collection> Coll<C> {
     }
 
     /// The first model (in OID order) matching `pred`, with its OID.
-    pub fn find(&self, mut pred: impl FnMut(&C::Model) -> bool) -> Option<(Oid<C::Model>, C::Model)> {
-        self.with_models(|models| models.iter().find(|(_, m)| pred(m)).map(|(o, m)| (Oid::from_raw(*o), m.clone())))
+    pub fn find(
+        &self,
+        mut pred: impl FnMut(&C::Model) -> bool,
+    ) -> Option<(Oid<C::Model>, C::Model)> {
+        self.with_models(|models| {
+            models
+                .iter()
+                .find(|(_, m)| pred(m))
+                .map(|(o, m)| (Oid::from_raw(*o), m.clone()))
+        })
     }
 
     /// Copies of all models, in OID order.
     pub fn all(&self) -> Vec<(Oid<C::Model>, C::Model)> {
-        self.with_models(|models| models.iter().map(|(o, m)| (Oid::from_raw(*o), m.clone())).collect())
+        self.with_models(|models| {
+            models
+                .iter()
+                .map(|(o, m)| (Oid::from_raw(*o), m.clone()))
+                .collect()
+        })
     }
 
     /// Number of models.

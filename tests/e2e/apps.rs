@@ -63,26 +63,43 @@ pub struct Sleep {
 pub fn docs_app(seed: Vec<Doc>) -> Omni<DocSession> {
     Omni::<DocSession>::new()
         .collection(Docs::with(seed))
-        .event("admin", |conn: Conn<DocSession>, _world: World, req: BecomeAdmin| async move {
-            conn.update_session(|s| s.admin = req.on);
-            conn.sync();
-            Ok::<_, EventError>(req.on)
-        })
-        .event("sleep", |_conn: Conn<DocSession>, _world: World, req: Sleep| async move {
-            tokio::time::sleep(std::time::Duration::from_millis(req.ms)).await;
-            Ok::<_, EventError>(req.echo)
-        })
-        .event("fail", |_conn: Conn<DocSession>, _world: World, _req: ()| async move {
-            Err::<(), _>(EventError::new("this event always fails"))
-        })
-        .event("panic", |_conn: Conn<DocSession>, _world: World, _req: ()| async move {
-            if true {
-                panic!("handler bug");
-            }
-            Ok::<(), EventError>(())
-        })
+        .event(
+            "admin",
+            |conn: Conn<DocSession>, _world: World, req: BecomeAdmin| async move {
+                conn.update_session(|s| s.admin = req.on);
+                conn.sync();
+                Ok::<_, EventError>(req.on)
+            },
+        )
+        .event(
+            "sleep",
+            |_conn: Conn<DocSession>, _world: World, req: Sleep| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(req.ms)).await;
+                Ok::<_, EventError>(req.echo)
+            },
+        )
+        .event(
+            "fail",
+            |_conn: Conn<DocSession>, _world: World, _req: ()| async move {
+                Err::<(), _>(EventError::new("this event always fails"))
+            },
+        )
+        .event(
+            "panic",
+            |_conn: Conn<DocSession>, _world: World, _req: ()| async move {
+                if true {
+                    panic!("handler bug");
+                }
+                Ok::<(), EventError>(())
+            },
+        )
 }
 
 pub fn doc(title: &str, note: &str) -> Doc {
-    Doc { title: title.into(), note: note.into(), _owner_token: "tok".into(), ..Default::default() }
+    Doc {
+        title: title.into(),
+        note: note.into(),
+        _owner_token: "tok".into(),
+        ..Default::default()
+    }
 }

@@ -19,31 +19,64 @@ struct Whisper {
 #[tokio::test]
 async fn emit_to_one_broadcast_to_all_and_list_others() {
     let app = docs_app(vec![])
-        .event("whisper", |conn: Conn<DocSession>, _world: World, req: Whisper| async move {
-            let others = conn.others();
-            let target = others.iter().find(|c| c.id().raw() == req.to).ok_or("no such connection")?;
-            target.emit("whisper", &json!({"from": conn.id().raw(), "text": req.text}));
-            Ok::<_, EventError>(others.len())
-        })
-        .event("shout", |_conn: Conn<DocSession>, world: World, text: String| async move {
-            world.broadcast("shout", &text);
-            Ok::<_, EventError>(world.connections().len())
-        });
+        .event(
+            "whisper",
+            |conn: Conn<DocSession>, _world: World, req: Whisper| async move {
+                let others = conn.others();
+                let target = others
+                    .iter()
+                    .find(|c| c.id().raw() == req.to)
+                    .ok_or("no such connection")?;
+                target.emit(
+                    "whisper",
+                    &json!({"from": conn.id().raw(), "text": req.text}),
+                );
+                Ok::<_, EventError>(others.len())
+            },
+        )
+        .event(
+            "shout",
+            |_conn: Conn<DocSession>, world: World, text: String| async move {
+                world.broadcast("shout", &text);
+                Ok::<_, EventError>(world.connections().len())
+            },
+        );
     let srv = TestServer::start(app).await;
     let mut a = srv.client().await;
     let mut b = srv.client().await;
     let mut c = srv.client().await;
 
-    let others: usize = a.trigger("whisper", &json!({"to": b.conn_id(), "text": "psst"})).await.unwrap();
+    let others: usize = a
+        .trigger("whisper", &json!({"to": b.conn_id(), "text": "psst"}))
+        .await
+        .unwrap();
     assert_eq!(others, 2);
     b.wait_until(|cl| !cl.emitted().is_empty()).await.unwrap();
-    assert_eq!(b.emitted()[0], ("whisper".to_owned(), json!({"from": a.conn_id(), "text": "psst"})));
-    assert!(c.drain(Duration::from_millis(100)).await.unwrap().is_empty(), "c must not get the whisper");
+    assert_eq!(
+        b.emitted()[0],
+        (
+            "whisper".to_owned(),
+            json!({"from": a.conn_id(), "text": "psst"})
+        )
+    );
+    assert!(
+        c.drain(Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_empty(),
+        "c must not get the whisper"
+    );
 
     let count: usize = c.trigger("shout", &"hello all").await.unwrap();
     assert_eq!(count, 3);
     for cl in [&mut a, &mut b, &mut c] {
-        cl.wait_until(|cl| cl.emitted().iter().any(|(n, d)| n == "shout" && d == "hello all")).await.unwrap();
+        cl.wait_until(|cl| {
+            cl.emitted()
+                .iter()
+                .any(|(n, d)| n == "shout" && d == "hello all")
+        })
+        .await
+        .unwrap();
     }
 }
 
@@ -64,7 +97,10 @@ async fn connect_and_disconnect_hooks_run_and_disconnect_cleans_up() {
             let d1 = d1.clone();
             async move {
                 // The session is still readable in the disconnect hook.
-                assert_eq!(conn.session(|s| s.name.clone()).as_deref(), Some("set by hook"));
+                assert_eq!(
+                    conn.session(|s| s.name.clone()).as_deref(),
+                    Some("set by hook")
+                );
                 d1.fetch_add(1, Ordering::SeqCst);
             }
         });
@@ -85,6 +121,13 @@ async fn connect_and_disconnect_hooks_run_and_disconnect_cleans_up() {
     assert_eq!(disconnected.load(Ordering::SeqCst), 3);
     assert!(srv.server.connections().is_empty());
     assert!(!first.is_connected());
-    assert_eq!(first.session(|s| s.admin), None, "a closed connection has no session");
-    assert!(!first.emit("x", &1), "emitting to a closed connection reports it");
+    assert_eq!(
+        first.session(|s| s.admin),
+        None,
+        "a closed connection has no session"
+    );
+    assert!(
+        !first.emit("x", &1),
+        "emitting to a closed connection reports it"
+    );
 }

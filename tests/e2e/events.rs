@@ -10,8 +10,14 @@ use crate::apps::docs_app;
 async fn replies_are_matched_by_request_id_not_by_order() {
     let srv = TestServer::start(docs_app(vec![])).await;
     let mut c = srv.client().await;
-    let slow = c.send(json!({"t": "event", "name": "sleep", "args": {"ms": 300, "echo": "slow"}})).await.unwrap();
-    let fast = c.send(json!({"t": "event", "name": "sleep", "args": {"ms": 0, "echo": "fast"}})).await.unwrap();
+    let slow = c
+        .send(json!({"t": "event", "name": "sleep", "args": {"ms": 300, "echo": "slow"}}))
+        .await
+        .unwrap();
+    let fast = c
+        .send(json!({"t": "event", "name": "sleep", "args": {"ms": 0, "echo": "fast"}}))
+        .await
+        .unwrap();
     let first = c.wait_for(|m| m["t"] == "reply").await.unwrap();
     assert_eq!(first, json!({"t": "reply", "id": fast, "ok": "fast"}));
     let second = c.wait_for(|m| m["t"] == "reply").await.unwrap();
@@ -26,12 +32,27 @@ async fn unknown_events_bad_arguments_errors_and_panics_are_reported() {
         Err(ClientError::Refused(reason)) => reason,
         other => panic!("expected a refusal, got {other:?}"),
     };
-    assert_eq!(refused(c.trigger("nope", &json!({})).await), "unknown event `nope`");
+    assert_eq!(
+        refused(c.trigger("nope", &json!({})).await),
+        "unknown event `nope`"
+    );
     let reason = refused(c.trigger("sleep", &json!({"ms": "soon"})).await);
-    assert!(reason.starts_with("event `sleep`: bad arguments:"), "{reason}");
-    assert_eq!(refused(c.trigger("fail", &()).await), "this event always fails");
-    assert_eq!(refused(c.trigger("panic", &()).await), "event `panic` failed on the server");
+    assert!(
+        reason.starts_with("event `sleep`: bad arguments:"),
+        "{reason}"
+    );
+    assert_eq!(
+        refused(c.trigger("fail", &()).await),
+        "this event always fails"
+    );
+    assert_eq!(
+        refused(c.trigger("panic", &()).await),
+        "event `panic` failed on the server"
+    );
     // The connection and the server carry on.
-    let ok: String = c.trigger("sleep", &json!({"ms": 0, "echo": "still here"})).await.unwrap();
+    let ok: String = c
+        .trigger("sleep", &json!({"ms": 0, "echo": "still here"}))
+        .await
+        .unwrap();
     assert_eq!(ok, "still here");
 }

@@ -13,7 +13,10 @@ async fn get(addr: std::net::SocketAddr, path: &str, headers: &str) -> (String, 
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
     let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
     (head, buf[split + 4..].to_vec())
 }
@@ -24,8 +27,18 @@ async fn schema_and_client_files_are_served() {
     let (head, body) = get(srv.addr, "/omni/schema.json", "").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     let schema: Value = serde_json::from_slice(&body).unwrap();
-    let player = schema["models"].as_array().unwrap().iter().find(|m| m["name"] == "Player").unwrap();
-    let fields: Vec<&str> = player["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let player = schema["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Player")
+        .unwrap();
+    let fields: Vec<&str> = player["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["name", "x", "y", "online", "color"]);
     assert!(!String::from_utf8_lossy(&body).contains("password"));
     assert_eq!(schema["events"][0]["name"], "login");
@@ -64,8 +77,16 @@ async fn omni_mounts_inside_a_bigger_warp_app() {
     let (head, body) = get(addr, "/api/health", "").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"ok");
-    let mut c = Client::connect(&format!("ws://{addr}/game/omni")).await.unwrap();
-    let reply: Value = c.trigger("login", &serde_json::json!({"name": "Mounted", "password": "pw"})).await.unwrap();
+    let mut c = Client::connect(&format!("ws://{addr}/game/omni"))
+        .await
+        .unwrap();
+    let reply: Value = c
+        .trigger(
+            "login",
+            &serde_json::json!({"name": "Mounted", "password": "pw"}),
+        )
+        .await
+        .unwrap();
     assert!(reply["oid"].as_u64().is_some());
     task.abort();
 }

@@ -18,19 +18,31 @@ async fn each_connection_sees_changes_in_the_order_the_server_applied_them() {
     // Pipelined: 300 changes sent without waiting, then all acks awaited.
     let mut ids = Vec::new();
     for i in 1..=300 {
-        ids.push(writer.send(json!({"t": "change", "c": "docs", "oid": oid, "set": {"counter": i}})).await.unwrap());
+        ids.push(
+            writer
+                .send(json!({"t": "change", "c": "docs", "oid": oid, "set": {"counter": i}}))
+                .await
+                .unwrap(),
+        );
     }
     for id in ids {
         writer.answer(id).await.unwrap();
     }
-    observer.wait_until(|c| c.model("docs", oid).unwrap()["counter"] == 300).await.unwrap();
+    observer
+        .wait_until(|c| c.model("docs", oid).unwrap()["counter"] == 300)
+        .await
+        .unwrap();
     let seen: Vec<i64> = observer
         .log()
         .iter()
         .filter(|m| m["t"] == "change")
         .filter_map(|m| m["set"]["counter"].as_i64())
         .collect();
-    assert_eq!(seen, (1..=300).collect::<Vec<_>>(), "every change, once, in order");
+    assert_eq!(
+        seen,
+        (1..=300).collect::<Vec<_>>(),
+        "every change, once, in order"
+    );
 }
 
 #[tokio::test]
@@ -48,7 +60,11 @@ async fn concurrent_writers_end_with_every_client_holding_the_server_state() {
             for i in 0..100u64 {
                 let oid = oids[((i + w) % oids.len() as u64) as usize];
                 let set = json!({"counter": w * 1000 + i, "title": format!("w{w}-{i}")});
-                ids.push(c.send(json!({"t": "change", "c": "docs", "oid": oid, "set": set})).await.unwrap());
+                ids.push(
+                    c.send(json!({"t": "change", "c": "docs", "oid": oid, "set": set}))
+                        .await
+                        .unwrap(),
+                );
             }
             for id in ids {
                 c.answer(id).await.unwrap();
@@ -68,11 +84,25 @@ async fn concurrent_writers_end_with_every_client_holding_the_server_state() {
         .collection::<Docs>()
         .all()
         .into_iter()
-        .map(|(oid, d)| (oid.raw(), json!({"title": d.title, "hidden": d.hidden, "counter": d.counter})))
+        .map(|(oid, d)| {
+            (
+                oid.raw(),
+                json!({"title": d.title, "hidden": d.hidden, "counter": d.counter}),
+            )
+        })
         .collect();
     for c in &mut clients {
         c.drain(Duration::from_millis(200)).await.unwrap();
-        let held: Vec<(u64, Value)> = c.collection("docs").into_iter().map(|(oid, m)| (oid, Value::Object(m))).collect();
-        assert_eq!(held, server, "client {} diverged from the server", c.conn_id());
+        let held: Vec<(u64, Value)> = c
+            .collection("docs")
+            .into_iter()
+            .map(|(oid, m)| (oid, Value::Object(m)))
+            .collect();
+        assert_eq!(
+            held,
+            server,
+            "client {} diverged from the server",
+            c.conn_id()
+        );
     }
 }

@@ -124,7 +124,9 @@ pub async fn login(conn: Conn<Session>, world: World, req: Login) -> Result<Logg
     let oid = match players.find(|p| p.name == name) {
         Some((oid, player)) if player._password == req.password => {
             if player.online {
-                return Err(EventError::new(format!("`{name}` is already playing elsewhere")));
+                return Err(EventError::new(format!(
+                    "`{name}` is already playing elsewhere"
+                )));
             }
             oid
         }
