@@ -268,12 +268,14 @@ async fn a_client_that_stops_reading_is_resynced_to_the_current_state() {
     let mut fast = srv.client().await;
     let docs = srv.server.world().collection::<Docs>();
     let oids: Vec<_> = docs.all().into_iter().map(|(o, _)| o).collect();
-    // `slow` reads nothing while 20,000 changes (far over its 8 KiB queue) are applied.
+    // `slow` reads nothing while 20,000 changes of ~1 KB (20 MB: more than the kernel's socket
+    // buffers and far more than its 8 KiB queue) are applied.
+    let pad = "x".repeat(1000);
     for i in 0..20_000i64 {
         let oid = oids[(i % 2) as usize];
         docs.update(oid, |d| {
             d.set_counter(i);
-            d.set_title(format!("title {i}"));
+            d.set_title(format!("title {i} {pad}"));
         })
         .unwrap();
         if i % 1000 == 0 {
