@@ -645,3 +645,178 @@ impl<S: Send + Sync + 'static> Engine<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Engine tests with a hand-written model, independent of the derive.
+    use super::*;
+    use crate::error::DecodeError;
+    use crate::outbox::Drain;
+
+    #[derive(Clone, Default, Debug)]
+    struct Counter {
+        value: i64,
+        secret: i64,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+    enum CounterAttr {
+        Value,
+        Secret,
+    }
+
+    #[derive(Clone, Debug)]
+    enum CounterChange {
+        Value(i64),
+        Secret(i64),
+    }
+
+    impl Attribute for CounterAttr {
+        fn index(self) -> usize {
+            self as usize
+        }
+        fn name(self) -> &'static str {
+            match self {
+                CounterAttr::Value => "value",
+                CounterAttr::Secret => "secret",
+            }
+        }
+        fn from_name(name: &str) -> Option<Self> {
+            match name {
+                "value" => Some(CounterAttr::Value),
+                "secret" => Some(CounterAttr::Secret),
+                _ => None,
+            }
+        }
+        fn is_readonly(self) -> bool {
+            false
+        }
+    }
+
+    impl Model for Counter {
+        type Attr = CounterAttr;
+        type Change = CounterChange;
+        type Mut<'a> = &'a Counter;
+        const NAME: &'static str = "Counter";
+        const ATTRS: &'static [CounterAttr] = &[CounterAttr::Value, CounterAttr::Secret];
+        fn change_attr(change: &CounterChange) -> CounterAttr {
+            match change {
+                CounterChange::Value(_) => CounterAttr::Value,
+                CounterChange::Secret(_) => CounterAttr::Secret,
+            }
+        }
+        fn apply(&mut self, change: CounterChange) {
+            match change {
+                CounterChange::Value(v) => self.value = v,
+                CounterChange::Secret(v) => self.secret = v,
+            }
+        }
+        fn write_attr(&self, attr: CounterAttr, out: &mut Vec<u8>) {
+            match attr {
+                CounterAttr::Value => crate::__private::encode(&self.value, out),
+                CounterAttr::Secret => crate::__private::encode(&self.secret, out),
+            }
+        }
+        fn decode_change(attr: CounterAttr, value: &serde_json::Value) -> Result<CounterChange, DecodeError> {
+            let v = crate::__private::decode::<i64>("Counter", attr.name(), "number (i64)", value)?;
+            Ok(match attr {
+                CounterAttr::Value => CounterChange::Value(v),
+                CounterAttr::Secret => CounterChange::Secret(v),
+            })
+        }
+        fn view_mut<'a>(&'a mut self, _changed: &'a mut AttrSet) -> &'a Counter {
+            self
+        }
+        fn describe(_schema: &mut omni_client_gen::schema::Schema) {}
+    }
+
+    /// Session: whether this connection may read `secret`.
+    #[derive(Default)]
+    struct Sess {
+        admin: bool,
+    }
+
+    impl Permissions<Sess> for Counter {
+        fn can_read(&self, ctx: &Access<'_, Sess, Self>, attr: Option<CounterAttr>) -> bool {
+            attr != Some(CounterAttr::Secret) || ctx.session().admin
+        }
+    }
+
+    struct Counters;
+    impl Collection for Counters {
+        type Model = Counter;
+        const NAME: &'static str = "counters";
+    }
+    impl CollectionPermissions<Sess> for Counters {}
+
+    fn engine(conns: &[bool]) -> (Engine<Sess>, Vec<Arc<Outbox>>) {
+        let mut engine = Engine::<Sess>::new();
+        let store = Store::new(Seeded::new(Counters, [Counter::default()]), 0, &mut engine.next_oid);
+        engine.colls.push(Box::new(store));
+        let mut outboxes = Vec::new();
+        for (i, admin) in conns.iter().enumerate() {
+            let outbox = Arc::new(Outbox::new(1 << 20));
+            let id = ConnId(i as u64 + 1);
+            engine.conns.insert(id, ConnState { session: Sess { admin: *admin }, outbox: outbox.clone(), held: vec![HashMap::new()], ready: true });
+            engine.snapshot(id);
+            outboxes.push(outbox);
+        }
+        (engine, outboxes)
+    }
+
+    fn drain(outbox: &Outbox) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let _ = outbox.drain(&mut out);
+        out
+    }
+
+    #[test]
+    fn one_encoding_per_distinct_view_shared_between_connections() {
+        let (mut engine, outboxes) = engine(&[false, false, true, true, false]);
+        let engine = &mut engine;
+        engine.colls[0].server_update(&mut engine.conns, 1, &mut |any, changed| {
+            let c = any.downcast_mut::<Counter>().unwrap();
+            c.value = 5;
+            c.secret = 9;
+            changed.insert(0);
+            changed.insert(1);
+        });
+        let msgs: Vec<Bytes> = outboxes.iter().map(|o| drain(o).pop().unwrap()).collect();
+        assert_eq!(msgs[0], Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{"value":5}}"#));
+        assert_eq!(msgs[2], Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{"value":5,"secret":9}}"#));
+        // Same view, same allocation: encoded once, shared.
+        assert_eq!(msgs[0].as_ptr(), msgs[1].as_ptr());
+        assert_eq!(msgs[0].as_ptr(), msgs[4].as_ptr());
+        assert_eq!(msgs[2].as_ptr(), msgs[3].as_ptr());
+        assert_ne!(msgs[0].as_ptr(), msgs[2].as_ptr());
+    }
+
+    #[test]
+    fn a_change_only_to_unreadable_attributes_sends_nothing() {
+        let (mut engine, outboxes) = engine(&[false, true]);
+        let engine = &mut engine;
+        engine.colls[0].server_update(&mut engine.conns, 1, &mut |any, changed| {
+            any.downcast_mut::<Counter>().unwrap().secret = 1;
+            changed.insert(1);
+        });
+        assert!(drain(&outboxes[0]).is_empty());
+        assert_eq!(drain(&outboxes[1]).len(), 1);
+    }
+
+    #[test]
+    fn sync_sends_only_newly_readable_or_unreadable_attributes() {
+        let (mut engine, outboxes) = engine(&[false]);
+        engine.conns.get_mut(&ConnId(1)).unwrap().session.admin = true;
+        engine.sync_conn(ConnId(1));
+        assert_eq!(drain(&outboxes[0]), vec![Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{"secret":0}}"#)]);
+        engine.sync_conn(ConnId(1));
+        assert!(drain(&outboxes[0]).is_empty(), "a second sync has nothing to send");
+        engine.conns.get_mut(&ConnId(1)).unwrap().session.admin = false;
+        engine.sync_conn(ConnId(1));
+        assert_eq!(
+            drain(&outboxes[0]),
+            vec![Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{},"unset":["secret"]}"#)]
+        );
+        assert_eq!(outboxes[0].drain(&mut Vec::new()), Drain::Empty);
+    }
+}
