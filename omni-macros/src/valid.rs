@@ -25,13 +25,13 @@ impl Input<'_> {
                 ),
             );
         }
-        if let Some(name) = &self.attrs.name {
-            if !case::is_js_identifier(&name.value()) {
-                errors.spanned(
+        if let Some(name) = &self.attrs.name
+            && !case::is_js_identifier(&name.value())
+        {
+            errors.spanned(
                     name,
                     format!("model name `{}` is not a JavaScript identifier; use letters, digits, `_` and `$`", name.value()),
                 );
-            }
         }
 
         let mut wire_names: HashMap<&str, &Field<'_>> = HashMap::new();

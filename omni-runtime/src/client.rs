@@ -246,7 +246,8 @@ impl Client {
         }
     }
 
-    /// Reads frames until `pred` holds on the client's state.
+    /// Reads frames until `pred` holds on the client's state. Every message read is applied
+    /// and consumed.
     pub async fn wait_until(
         &mut self,
         mut pred: impl FnMut(&Client) -> bool,
@@ -260,6 +261,8 @@ impl Client {
             }
             self.read_frame(remaining).await?;
         }
+        // The messages that led here are consumed: `wait_for` looks only at later ones.
+        self.inbox.clear();
         Ok(())
     }
 

@@ -638,10 +638,10 @@ impl<S: Send + Sync + 'static> Engine<S> {
     /// Replaces everything queued for a connection with a fresh snapshot (after its outbox
     /// overflowed).
     pub(crate) fn resync(&mut self, conn_id: ConnId) {
-        if let Some(snapshot) = self.snapshot(conn_id) {
-            if let Some(conn) = self.conns.get(&conn_id) {
-                conn.outbox.reset_with([snapshot]);
-            }
+        if let Some(snapshot) = self.snapshot(conn_id)
+            && let Some(conn) = self.conns.get(&conn_id)
+        {
+            conn.outbox.reset_with([snapshot]);
         }
     }
 }
@@ -717,7 +717,10 @@ mod tests {
                 CounterAttr::Secret => crate::__private::encode(&self.secret, out),
             }
         }
-        fn decode_change(attr: CounterAttr, value: &serde_json::Value) -> Result<CounterChange, DecodeError> {
+        fn decode_change(
+            attr: CounterAttr,
+            value: &serde_json::Value,
+        ) -> Result<CounterChange, DecodeError> {
             let v = crate::__private::decode::<i64>("Counter", attr.name(), "number (i64)", value)?;
             Ok(match attr {
                 CounterAttr::Value => CounterChange::Value(v),
@@ -751,13 +754,25 @@ mod tests {
 
     fn engine(conns: &[bool]) -> (Engine<Sess>, Vec<Arc<Outbox>>) {
         let mut engine = Engine::<Sess>::new();
-        let store = Store::new(Seeded::new(Counters, [Counter::default()]), 0, &mut engine.next_oid);
+        let store = Store::new(
+            Seeded::new(Counters, [Counter::default()]),
+            0,
+            &mut engine.next_oid,
+        );
         engine.colls.push(Box::new(store));
         let mut outboxes = Vec::new();
         for (i, admin) in conns.iter().enumerate() {
             let outbox = Arc::new(Outbox::new(1 << 20));
             let id = ConnId(i as u64 + 1);
-            engine.conns.insert(id, ConnState { session: Sess { admin: *admin }, outbox: outbox.clone(), held: vec![HashMap::new()], ready: true });
+            engine.conns.insert(
+                id,
+                ConnState {
+                    session: Sess { admin: *admin },
+                    outbox: outbox.clone(),
+                    held: vec![HashMap::new()],
+                    ready: true,
+                },
+            );
             engine.snapshot(id);
             outboxes.push(outbox);
         }
@@ -782,8 +797,16 @@ mod tests {
             changed.insert(1);
         });
         let msgs: Vec<Bytes> = outboxes.iter().map(|o| drain(o).pop().unwrap()).collect();
-        assert_eq!(msgs[0], Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{"value":5}}"#));
-        assert_eq!(msgs[2], Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{"value":5,"secret":9}}"#));
+        assert_eq!(
+            msgs[0],
+            Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{"value":5}}"#)
+        );
+        assert_eq!(
+            msgs[2],
+            Bytes::from_static(
+                br#"{"t":"change","c":"counters","oid":1,"set":{"value":5,"secret":9}}"#
+            )
+        );
         // Same view, same allocation: encoded once, shared.
         assert_eq!(msgs[0].as_ptr(), msgs[1].as_ptr());
         assert_eq!(msgs[0].as_ptr(), msgs[4].as_ptr());
@@ -808,14 +831,24 @@ mod tests {
         let (mut engine, outboxes) = engine(&[false]);
         engine.conns.get_mut(&ConnId(1)).unwrap().session.admin = true;
         engine.sync_conn(ConnId(1));
-        assert_eq!(drain(&outboxes[0]), vec![Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{"secret":0}}"#)]);
+        assert_eq!(
+            drain(&outboxes[0]),
+            vec![Bytes::from_static(
+                br#"{"t":"change","c":"counters","oid":1,"set":{"secret":0}}"#
+            )]
+        );
         engine.sync_conn(ConnId(1));
-        assert!(drain(&outboxes[0]).is_empty(), "a second sync has nothing to send");
+        assert!(
+            drain(&outboxes[0]).is_empty(),
+            "a second sync has nothing to send"
+        );
         engine.conns.get_mut(&ConnId(1)).unwrap().session.admin = false;
         engine.sync_conn(ConnId(1));
         assert_eq!(
             drain(&outboxes[0]),
-            vec![Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{},"unset":["secret"]}"#)]
+            vec![Bytes::from_static(
+                br#"{"t":"change","c":"counters","oid":1,"set":{},"unset":["secret"]}"#
+            )]
         );
         assert_eq!(outboxes[0].drain(&mut Vec::new()), Drain::Empty);
     }

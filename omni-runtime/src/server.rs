@@ -585,45 +585,8 @@ async fn connection<S: Default + Send + Sync + 'static>(shared: Arc<Shared<S>>, 
         }
     }
 
-    let mut pending = Vec::new();
-    let mut limit = RateLimit::new(&shared.config);
-    'conn: while connected {
-        tokio::select! {
-            incoming = rx.next() => match incoming {
-                Some(Ok(msg)) => {
-                    if msg.is_close() {
-                        break 'conn;
-                    }
-                    if !handle_message(&shared, &conn, &outbox, &mut limit, msg) {
-                        tracing::warn!(conn = %id, "client flooded the server; disconnecting it");
-                        let _ = tx.send(text(&wire::error(None, "message rate limit exceeded repeatedly; disconnecting"))).await;
-                        break 'conn;
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(conn = %id, error = %e, "websocket error");
-                    break 'conn;
-                }
-                None => break 'conn,
-            },
-            _ = outbox.notified() => loop {
-                match outbox.drain(&mut pending) {
-                    Drain::Items => {
-                        let frame = frame(&pending);
-                        pending.clear();
-                        if tx.send(text(&frame)).await.is_err() {
-                            break 'conn;
-                        }
-                    }
-                    Drain::Resync => {
-                        tracing::debug!(conn = %id, "outbound queue overflowed; resyncing the client");
-                        shared.engine.lock().resync(id);
-                    }
-                    Drain::Close => break 'conn,
-                    Drain::Empty => break,
-                }
-            },
-        }
+    if connected {
+        pump(&shared, &conn, &outbox, &mut tx, &mut rx).await;
     }
 
     if let Some(c) = shared.engine.lock().conns.get_mut(&id) {
@@ -638,6 +601,57 @@ async fn connection<S: Default + Send + Sync + 'static>(shared: Arc<Shared<S>>, 
     outbox.close();
     let _ = tx.close().await;
     tracing::debug!(conn = %id, "client disconnected");
+}
+
+/// Moves messages both ways until the client goes away, floods, or the server closes it.
+async fn pump<S: Default + Send + Sync + 'static>(
+    shared: &Arc<Shared<S>>,
+    conn: &Conn<S>,
+    outbox: &Outbox,
+    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    rx: &mut futures_util::stream::SplitStream<WebSocket>,
+) {
+    let id = conn.id;
+    let mut pending = Vec::new();
+    let mut limit = RateLimit::new(&shared.config);
+    loop {
+        tokio::select! {
+            incoming = rx.next() => match incoming {
+                Some(Ok(msg)) => {
+                    if msg.is_close() {
+                        return;
+                    }
+                    if !handle_message(shared, conn, outbox, &mut limit, msg) {
+                        tracing::warn!(conn = %id, "client flooded the server; disconnecting it");
+                        let _ = tx.send(text(&wire::error(None, "message rate limit exceeded repeatedly; disconnecting"))).await;
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(conn = %id, error = %e, "websocket error");
+                    return;
+                }
+                None => return,
+            },
+            _ = outbox.notified() => loop {
+                match outbox.drain(&mut pending) {
+                    Drain::Items => {
+                        let frame = frame(&pending);
+                        pending.clear();
+                        if tx.send(text(&frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Drain::Resync => {
+                        tracing::debug!(conn = %id, "outbound queue overflowed; resyncing the client");
+                        shared.engine.lock().resync(id);
+                    }
+                    Drain::Close => return,
+                    Drain::Empty => break,
+                }
+            },
+        }
+    }
 }
 
 fn text(bytes: &Bytes) -> Message {

@@ -4,19 +4,19 @@ use omni_runtime::prelude::*;
 
 /// Session of the document app.
 #[derive(Default)]
-pub struct DocSession {
-    pub admin: bool,
-    pub name: String,
+pub(crate) struct DocSession {
+    pub(crate) admin: bool,
+    pub(crate) name: String,
 }
 
 /// A document whose `note` only admins may read; readable unless `hidden`.
 #[derive(Model, Clone, Default, Debug)]
-pub struct Doc {
-    pub title: String,
-    pub note: String,
-    pub hidden: bool,
-    pub counter: i64,
-    pub _owner_token: String,
+pub(crate) struct Doc {
+    pub(crate) title: String,
+    pub(crate) note: String,
+    pub(crate) hidden: bool,
+    pub(crate) counter: i64,
+    pub(crate) _owner_token: String,
 }
 
 impl Permissions<DocSession> for Doc {
@@ -37,7 +37,7 @@ impl Permissions<DocSession> for Doc {
 }
 
 #[collection(model = Doc)]
-pub struct Docs;
+pub(crate) struct Docs;
 
 impl CollectionPermissions<DocSession> for Docs {
     fn can_create(&self, _ctx: &Ctx<DocSession>, doc: &Doc) -> bool {
@@ -49,18 +49,18 @@ impl CollectionPermissions<DocSession> for Docs {
 }
 
 #[derive(Deserialize, TS)]
-pub struct BecomeAdmin {
-    pub on: bool,
+pub(crate) struct BecomeAdmin {
+    pub(crate) on: bool,
 }
 
 #[derive(Deserialize, TS)]
-pub struct Sleep {
-    pub ms: u64,
-    pub echo: String,
+pub(crate) struct Sleep {
+    pub(crate) ms: u64,
+    pub(crate) echo: String,
 }
 
 /// The document app: `admin` toggles the session flag and syncs; `sleep` answers after a delay.
-pub fn docs_app(seed: Vec<Doc>) -> Omni<DocSession> {
+pub(crate) fn docs_app(seed: Vec<Doc>) -> Omni<DocSession> {
     Omni::<DocSession>::new()
         .collection(Docs::with(seed))
         .event(
@@ -95,7 +95,7 @@ pub fn docs_app(seed: Vec<Doc>) -> Omni<DocSession> {
         )
 }
 
-pub fn doc(title: &str, note: &str) -> Doc {
+pub(crate) fn doc(title: &str, note: &str) -> Doc {
     Doc {
         title: title.into(),
         note: note.into(),

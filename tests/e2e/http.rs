@@ -40,7 +40,10 @@ async fn schema_and_client_files_are_served() {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["name", "x", "y", "online", "color"]);
-    assert!(!String::from_utf8_lossy(&body).contains("password"));
+    assert!(
+        !String::from_utf8_lossy(&body).contains("_password"),
+        "the private field is not in the schema"
+    );
     assert_eq!(schema["events"][0]["name"], "login");
     let (head, _) = get(srv.addr, "/no/such/file", "").await;
     assert!(head.starts_with("http/1.1 404"), "{head}");

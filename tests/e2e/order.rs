@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use omni_runtime::client::Client;
-use omni_runtime::prelude::*;
 use omni_tests::TestServer;
 use serde_json::{Value, json};
 

@@ -41,7 +41,9 @@ pub struct Messages;
 
 impl CollectionPermissions<Session> for Messages {
     fn can_create(&self, ctx: &Ctx<Session>, message: &Message) -> bool {
-        ctx.session().name.is_some() && !message.text.trim().is_empty() && message.text.len() <= 1000
+        ctx.session().name.is_some()
+            && !message.text.trim().is_empty()
+            && message.text.len() <= 1000
     }
 
     fn on_create(&self, ctx: &Ctx<Session>, message: &mut Message) {

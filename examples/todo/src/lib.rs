@@ -34,7 +34,9 @@ impl Permissions<Session> for Todo {
     fn can_write(&self, ctx: &Access<Session, Self>, change: &TodoChange) -> bool {
         match change {
             TodoChange::Done(_) => true,
-            TodoChange::Title(t) => ctx.session().token.as_deref() == Some(&self._owner_token) && !t.trim().is_empty(),
+            TodoChange::Title(t) => {
+                ctx.session().token.as_deref() == Some(&self._owner_token) && !t.trim().is_empty()
+            }
             TodoChange::Owner(_) => false,
         }
     }
@@ -83,7 +85,11 @@ pub async fn identify(conn: Conn<Session>, _world: World, req: Identify) -> Resu
 /// The todo server.
 pub fn app(public_dir: impl Into<std::path::PathBuf>) -> Omni<Session> {
     Omni::<Session>::new()
-        .collection(Todos::with([Todo { title: "Try Omni".into(), owner: "omni".into(), ..Default::default() }]))
+        .collection(Todos::with([Todo {
+            title: "Try Omni".into(),
+            owner: "omni".into(),
+            ..Default::default()
+        }]))
         .event("identify", identify)
         .static_dir(public_dir)
         .development(cfg!(debug_assertions))
