@@ -86,7 +86,10 @@ pub struct TypeDecl {
 impl Schema {
     /// An empty schema for the current protocol version.
     pub fn new() -> Self {
-        Schema { protocol: PROTOCOL_VERSION, ..Default::default() }
+        Schema {
+            protocol: PROTOCOL_VERSION,
+            ..Default::default()
+        }
     }
 
     /// Adds a type declaration unless one with the same name is already there.

@@ -72,12 +72,18 @@ pub struct Seeded<C: Collection> {
 impl<C: Collection> Seeded<C> {
     /// A collection starting with `models`.
     pub fn new(collection: C, models: impl IntoIterator<Item = C::Model>) -> Self {
-        Seeded { collection, models: models.into_iter().collect() }
+        Seeded {
+            collection,
+            models: models.into_iter().collect(),
+        }
     }
 }
 
 impl<C: Collection> From<C> for Seeded<C> {
     fn from(collection: C) -> Self {
-        Seeded { collection, models: Vec::new() }
+        Seeded {
+            collection,
+            models: Vec::new(),
+        }
     }
 }

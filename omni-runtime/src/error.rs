@@ -21,17 +21,34 @@ impl DecodeError {
         } else {
             "is not an attribute of this model".to_owned()
         };
-        DecodeError { model, attr: attr.to_owned(), reason }
+        DecodeError {
+            model,
+            attr: attr.to_owned(),
+            reason,
+        }
     }
     /// The value has the wrong type.
-    pub fn wrong_type(model: &'static str, attr: &str, expected: &str, error: impl fmt::Display) -> Self {
-        DecodeError { model, attr: attr.to_owned(), reason: format!("expected {expected}: {error}") }
+    pub fn wrong_type(
+        model: &'static str,
+        attr: &str,
+        expected: &str,
+        error: impl fmt::Display,
+    ) -> Self {
+        DecodeError {
+            model,
+            attr: attr.to_owned(),
+            reason: format!("expected {expected}: {error}"),
+        }
     }
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attribute `{}` of model `{}` {}", self.attr, self.model, self.reason)
+        write!(
+            f,
+            "attribute `{}` of model `{}` {}",
+            self.attr, self.model, self.reason
+        )
     }
 }
 
@@ -46,7 +63,9 @@ pub struct EventError {
 impl EventError {
     /// An error with this message for the client.
     pub fn new(message: impl Into<String>) -> Self {
-        EventError { message: message.into() }
+        EventError {
+            message: message.into(),
+        }
     }
     /// The message.
     pub fn message(&self) -> &str {
@@ -98,7 +117,10 @@ impl fmt::Display for WorldError {
                 write!(f, "collection `{collection}` has no model with oid {oid}")
             }
             WorldError::NoSuchCollection { collection } => {
-                write!(f, "collection `{collection}` is not registered with this server; add it with `Omni::collection`")
+                write!(
+                    f,
+                    "collection `{collection}` is not registered with this server; add it with `Omni::collection`"
+                )
             }
         }
     }

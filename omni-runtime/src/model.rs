@@ -104,7 +104,11 @@ impl AttrSet {
     pub const EMPTY: AttrSet = AttrSet(0);
     /// The set of the first `n` attributes.
     pub const fn first(n: usize) -> AttrSet {
-        if n >= 64 { AttrSet(u64::MAX) } else { AttrSet((1u64 << n) - 1) }
+        if n >= 64 {
+            AttrSet(u64::MAX)
+        } else {
+            AttrSet((1u64 << n) - 1)
+        }
     }
     /// Builds a set from raw bits.
     pub const fn from_bits(bits: u64) -> AttrSet {
@@ -202,7 +206,10 @@ pub trait Model: Clone + Default + Send + Sync + 'static {
     fn write_attr(&self, attr: Self::Attr, out: &mut Vec<u8>);
     /// Decodes a client's value for one attribute into a typed change. The error names the
     /// model, the attribute and the expected type.
-    fn decode_change(attr: Self::Attr, value: &serde_json::Value) -> Result<Self::Change, DecodeError>;
+    fn decode_change(
+        attr: Self::Attr,
+        value: &serde_json::Value,
+    ) -> Result<Self::Change, DecodeError>;
     /// The tracking view: setters on it add to `changed`.
     fn view_mut<'a>(&'a mut self, changed: &'a mut AttrSet) -> Self::Mut<'a>;
     /// Adds this model's schema, and the declarations of the user types its fields use, to `schema`.
@@ -215,7 +222,8 @@ pub trait Model: Clone + Default + Send + Sync + 'static {
     ) -> Result<Vec<Self::Change>, DecodeError> {
         let mut out = Vec::with_capacity(patch.len());
         for (key, value) in patch {
-            let attr = Self::Attr::from_name(key).ok_or_else(|| DecodeError::unknown_attr(Self::NAME, key))?;
+            let attr = Self::Attr::from_name(key)
+                .ok_or_else(|| DecodeError::unknown_attr(Self::NAME, key))?;
             out.push(Self::decode_change(attr, value)?);
         }
         Ok(out)

@@ -7,7 +7,7 @@ pub use ts_rs;
 
 pub use crate::collection::{Collection, Seeded};
 pub use crate::error::DecodeError;
-pub use crate::model::{Attribute, AttrSet, Model};
+pub use crate::model::{AttrSet, Attribute, Model};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
