@@ -127,3 +127,9 @@ impl fmt::Display for WorldError {
 }
 
 impl std::error::Error for WorldError {}
+
+impl From<WorldError> for EventError {
+    fn from(e: WorldError) -> Self {
+        EventError::new(e.to_string())
+    }
+}

@@ -1,10 +1,24 @@
 //! Omni: realtime models for Rust.
+//!
+//! Annotate plain structs as models (`#[derive(Model)]`), group them in collections
+//! (`#[collection(model = ...)]`), say who may read and write what (`Permissions`,
+//! `CollectionPermissions`), and serve them with [`Omni`]: every connected browser holds exactly
+//! the models and attributes its connection may see, in real time, through a typed JavaScript
+//! client generated from the same Rust code.
 #![warn(missing_docs)]
 
+mod assets;
+pub mod client;
 pub mod collection;
 pub mod conn;
+mod engine;
 pub mod error;
 pub mod model;
+mod outbox;
+pub mod server;
+mod ts;
+mod wire;
+pub mod world;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -12,12 +26,20 @@ pub mod __private;
 
 pub use omni_macros::{Model, collection};
 
+pub use conn::{Conn, ConnId};
+pub use error::{EventError, WorldError};
+pub use model::Oid;
+pub use server::{Config, Omni, Server};
+pub use world::{Coll, World};
+
 /// Everything an app needs, in one import.
 pub mod prelude {
     pub use crate::collection::{Collection, CollectionPermissions, Ctx, Seeded};
-    pub use crate::conn::ConnId;
-    pub use crate::error::EventError;
+    pub use crate::conn::{Conn, ConnId};
+    pub use crate::error::{EventError, WorldError};
     pub use crate::model::{Access, Attribute, Model, Oid, Permissions};
+    pub use crate::server::{Config, Omni, Server};
+    pub use crate::world::{Coll, World};
     pub use crate::{Model, collection};
     pub use serde::{Deserialize, Serialize};
     pub use ts_rs::TS;

@@ -1,0 +1,176 @@
+//! The Omni.js players game, rebuilt on Omni for Rust.
+//!
+//! Run it with `cargo run -p example-game` and open the address it prints in two browser
+//! windows. Log in with any name and password (the first login with a name creates the player),
+//! then move with the arrow keys or by clicking: the other window sees you move. Each player can
+//! move only itself; the password never leaves the server.
+
+use omni_runtime::prelude::*;
+
+/// Per-connection state: which player this connection logged in as.
+#[derive(Default, Debug)]
+pub struct Session {
+    /// The logged-in player, if any.
+    pub player: Option<Oid<Player>>,
+    /// The logged-in player's name.
+    pub name: String,
+}
+
+/// A player on the board.
+#[derive(Model, Clone, Default, Debug)]
+pub struct Player {
+    /// Display name; unique.
+    #[model(readonly)]
+    pub name: String,
+    /// Horizontal position, 0..=WIDTH.
+    pub x: i32,
+    /// Vertical position, 0..=HEIGHT.
+    pub y: i32,
+    /// Online players are visible to everyone; offline ones only to themselves.
+    pub online: bool,
+    /// Hue of the player's dot, 0..360.
+    pub color: u16,
+    /// Server-only: never sent to any client.
+    pub _password: String,
+}
+
+/// Board size in pixels.
+pub const WIDTH: i32 = 640;
+/// Board size in pixels.
+pub const HEIGHT: i32 = 400;
+
+impl Permissions<Session> for Player {
+    fn can_read(&self, ctx: &Access<Session, Self>, _attr: Option<PlayerAttr>) -> bool {
+        self.online || ctx.session().player == Some(ctx.oid())
+    }
+
+    fn can_write(&self, ctx: &Access<Session, Self>, change: &PlayerChange) -> bool {
+        let own = ctx.session().player == Some(ctx.oid());
+        match change {
+            PlayerChange::X(x) => own && (0..=WIDTH).contains(x),
+            PlayerChange::Y(y) => own && (0..=HEIGHT).contains(y),
+            PlayerChange::Color(c) => own && *c < 360,
+            _ => false,
+        }
+    }
+}
+
+/// Everyone who ever logged in.
+#[collection(model = Player)]
+pub struct Players;
+
+impl CollectionPermissions<Session> for Players {}
+
+/// A chat line under the board.
+#[derive(Model, Clone, Default, Debug)]
+pub struct Message {
+    /// The text.
+    pub text: String,
+    /// Name of the author, filled in by the server.
+    #[model(readonly)]
+    pub author: String,
+    /// OID of the author, filled in by the server.
+    #[model(readonly)]
+    pub author_oid: u64,
+}
+
+impl Permissions<Session> for Message {}
+
+/// The chat under the board: logged-in players may post, and delete their own lines.
+#[collection(model = Message)]
+pub struct Messages;
+
+impl CollectionPermissions<Session> for Messages {
+    fn can_create(&self, ctx: &Ctx<Session>, model: &Message) -> bool {
+        ctx.session().player.is_some() && !model.text.trim().is_empty() && model.text.len() <= 500
+    }
+
+    fn can_destroy(&self, ctx: &Ctx<Session>, model: &Message) -> bool {
+        ctx.session().player.map(|p| p.raw()) == Some(model.author_oid)
+    }
+
+    fn on_create(&self, ctx: &Ctx<Session>, model: &mut Message) {
+        model.author = ctx.session().name.clone();
+        model.author_oid = ctx.session().player.map(|p| p.raw()).unwrap_or_default();
+    }
+}
+
+/// Arguments of the `login` event.
+#[derive(Deserialize, TS)]
+pub struct Login {
+    /// Player name; a new name creates a player.
+    pub name: String,
+    /// Password; must match on later logins.
+    pub password: String,
+}
+
+/// Reply of the `login` event.
+#[derive(Serialize, TS)]
+pub struct LoggedIn {
+    /// The player's OID: find it in `Omni.collections.players`.
+    pub oid: Oid<Player>,
+}
+
+/// Logs a connection in as a player, creating the player on first use.
+pub async fn login(conn: Conn<Session>, world: World, req: Login) -> Result<LoggedIn, EventError> {
+    let name = req.name.trim().to_owned();
+    if name.is_empty() || name.len() > 24 {
+        return Err(EventError::new("a name has 1 to 24 characters"));
+    }
+    if conn.session(|s| s.player.is_some()).unwrap_or(false) {
+        return Err(EventError::new("this connection is already logged in"));
+    }
+    let players = world.collection::<Players>();
+    let oid = match players.find(|p| p.name == name) {
+        Some((oid, player)) if player._password == req.password => {
+            if player.online {
+                return Err(EventError::new(format!(
+                    "`{name}` is already playing elsewhere"
+                )));
+            }
+            oid
+        }
+        Some(_) => return Err(EventError::new("wrong password")),
+        None => {
+            let n = players.len() as i32;
+            players.insert(Player {
+                name: name.clone(),
+                x: 40 + (n * 97) % (WIDTH - 80),
+                y: 40 + (n * 53) % (HEIGHT - 80),
+                online: false,
+                color: ((n * 67) % 360) as u16,
+                _password: req.password,
+            })
+        }
+    };
+    conn.update_session(|s| {
+        s.player = Some(oid);
+        s.name = name.clone();
+    });
+    players.update(oid, |p| {
+        p.set_online(true);
+    })?;
+    conn.sync();
+    world.broadcast("joined", &name);
+    Ok(LoggedIn { oid })
+}
+
+/// Marks the connection's player offline.
+pub async fn logout(conn: Conn<Session>) {
+    if let Some(Some(oid)) = conn.session(|s| s.player) {
+        let _ = conn.world().collection::<Players>().update(oid, |p| {
+            p.set_online(false);
+        });
+    }
+}
+
+/// The game server: two collections, the `login` event, and the disconnect hook.
+pub fn app(public_dir: impl Into<std::path::PathBuf>) -> Omni<Session> {
+    Omni::<Session>::new()
+        .collection(Players::with([]))
+        .collection(Messages::with([]))
+        .event("login", login)
+        .on_disconnect(logout)
+        .static_dir(public_dir)
+        .development(cfg!(debug_assertions))
+}

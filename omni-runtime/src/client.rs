@@ -1,0 +1,383 @@
+//! A Rust client for Omni servers, over tokio-tungstenite.
+//!
+//! It keeps the synced collections as JSON objects keyed by OID, applies every message the
+//! server sends, and offers requests (`change`, `add`, `remove`, `trigger`) that wait for their
+//! answer. Integration tests, bots and load generators use it.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), omni_runtime::client::ClientError> {
+//! use omni_runtime::client::Client;
+//! let mut client = Client::connect("ws://127.0.0.1:3000/omni").await?;
+//! let reply: serde_json::Value = client.trigger("login", &serde_json::json!({"name": "Ann", "password": "pw"})).await?;
+//! let players = client.collection("players");
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// One model as the client holds it: its attributes by wire name, without `oid`.
+pub type Attrs = Map<String, Value>;
+
+/// An error of the client: transport, protocol, or a refusal by the server.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The WebSocket failed or closed.
+    Transport(String),
+    /// The server sent something this client does not understand.
+    Protocol(String),
+    /// The server refused the request (a `reject`, an event `err` or an `error`), with its reason.
+    Refused(String),
+    /// No answer in time.
+    Timeout,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Transport(e) => write!(f, "transport error: {e}"),
+            ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
+            ClientError::Refused(e) => write!(f, "refused: {e}"),
+            ClientError::Timeout => f.write_str("timed out waiting for the server"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A connected client holding the collections it may see.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    collections: HashMap<String, BTreeMap<u64, Attrs>>,
+    conn: u64,
+    next_id: u64,
+    /// Every message received, in order, for tests that inspect the raw stream.
+    log: Vec<Value>,
+    /// Messages received but not yet looked at by `next_message`.
+    inbox: VecDeque<Value>,
+    /// Events the server emitted: (name, data).
+    emits: Vec<(String, Value)>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects and waits for the `hello` and the first snapshot.
+    pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let mut client = Client {
+            ws,
+            collections: HashMap::new(),
+            conn: 0,
+            next_id: 0,
+            log: Vec::new(),
+            inbox: VecDeque::new(),
+            emits: Vec::new(),
+            timeout: Duration::from_secs(10),
+        };
+        client.wait_for(|m| m["t"] == "snapshot").await?;
+        Ok(client)
+    }
+
+    /// Sets how long requests wait for their answer (default 10 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// This connection's id, from `hello`.
+    pub fn conn_id(&self) -> u64 {
+        self.conn
+    }
+
+    /// The models of one collection the client holds, by OID.
+    pub fn collection(&self, name: &str) -> BTreeMap<u64, Attrs> {
+        self.collections.get(name).cloned().unwrap_or_default()
+    }
+
+    /// One model, if the client holds it.
+    pub fn model(&self, collection: &str, oid: u64) -> Option<&Attrs> {
+        self.collections.get(collection)?.get(&oid)
+    }
+
+    /// All collections.
+    pub fn collections(&self) -> &HashMap<String, BTreeMap<u64, Attrs>> {
+        &self.collections
+    }
+
+    /// Every message received so far.
+    pub fn log(&self) -> &[Value] {
+        &self.log
+    }
+
+    /// Events the server emitted to this client so far: (name, data).
+    pub fn emitted(&self) -> &[(String, Value)] {
+        &self.emits
+    }
+
+    /// Sends a raw text frame (for tests of bad input).
+    pub async fn send_raw(&mut self, text: impl Into<String>) -> Result<(), ClientError> {
+        let text: String = text.into();
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
+    /// Sends a raw WebSocket message (for tests of binary or odd frames).
+    pub async fn send_message(&mut self, msg: Message) -> Result<(), ClientError> {
+        self.ws
+            .send(msg)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
+    fn next_request_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Sends a message object and returns its request id, without waiting.
+    pub async fn send(&mut self, mut msg: Value) -> Result<u64, ClientError> {
+        let id = self.next_request_id();
+        msg["id"] = json!(id);
+        self.send_raw(msg.to_string()).await?;
+        Ok(id)
+    }
+
+    /// Changes attributes of a model and waits for the `ack`.
+    pub async fn change(
+        &mut self,
+        collection: &str,
+        oid: u64,
+        set: Value,
+    ) -> Result<(), ClientError> {
+        let id = self
+            .send(json!({"t": "change", "c": collection, "oid": oid, "set": set}))
+            .await?;
+        self.answer(id).await.map(|_| ())
+    }
+
+    /// Creates a model and waits for its OID.
+    pub async fn add(&mut self, collection: &str, attrs: Value) -> Result<u64, ClientError> {
+        let tmp = format!("r{}", self.next_id + 1);
+        let id = self
+            .send(json!({"t": "add", "c": collection, "tmp": tmp, "m": attrs}))
+            .await?;
+        let answer = self.answer(id).await?;
+        answer["oid"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Protocol(format!("`created` without oid: {answer}")))
+    }
+
+    /// Removes a model and waits for the `ack`.
+    pub async fn remove(&mut self, collection: &str, oid: u64) -> Result<(), ClientError> {
+        let id = self
+            .send(json!({"t": "remove", "c": collection, "oid": oid}))
+            .await?;
+        self.answer(id).await.map(|_| ())
+    }
+
+    /// Calls an event handler and waits for its reply.
+    pub async fn trigger<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &mut self,
+        name: &str,
+        args: &A,
+    ) -> Result<R, ClientError> {
+        let args = serde_json::to_value(args).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let id = self
+            .send(json!({"t": "event", "name": name, "args": args}))
+            .await?;
+        let answer = self.answer(id).await?;
+        serde_json::from_value(answer["ok"].clone())
+            .map_err(|e| ClientError::Protocol(format!("reply of `{name}`: {e}")))
+    }
+
+    /// Waits for the answer to request `id`: `Ok` for ack/created/reply-ok, `Err(Refused)` for
+    /// reject/error/reply-err.
+    pub async fn answer(&mut self, id: u64) -> Result<Value, ClientError> {
+        let msg = self
+            .wait_for(|m| {
+                m["id"] == id
+                    && matches!(
+                        m["t"].as_str(),
+                        Some("ack" | "created" | "reject" | "reply" | "error")
+                    )
+            })
+            .await?;
+        match msg["t"].as_str() {
+            Some("reject") | Some("error") => Err(ClientError::Refused(
+                msg["reason"].as_str().unwrap_or_default().to_owned(),
+            )),
+            Some("reply") if msg.get("err").is_some() => Err(ClientError::Refused(
+                msg["err"].as_str().unwrap_or_default().to_owned(),
+            )),
+            _ => Ok(msg),
+        }
+    }
+
+    /// Reads and applies messages until one matches `pred`, which is returned. Messages read
+    /// before it are applied too.
+    pub async fn wait_for(
+        &mut self,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Result<Value, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            while let Some(msg) = self.inbox.pop_front() {
+                if pred(&msg) {
+                    return Ok(msg);
+                }
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+            self.read_frame(remaining).await?;
+        }
+    }
+
+    /// Reads frames until `pred` holds on the client's state.
+    pub async fn wait_until(
+        &mut self,
+        mut pred: impl FnMut(&Client) -> bool,
+    ) -> Result<(), ClientError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while !pred(self) {
+            self.inbox.clear();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+            self.read_frame(remaining).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads whatever arrives within `quiet`, and returns the messages read.
+    pub async fn drain(&mut self, quiet: Duration) -> Result<Vec<Value>, ClientError> {
+        let start = self.log.len();
+        loop {
+            match self.read_frame(quiet).await {
+                Ok(()) => {}
+                Err(ClientError::Timeout) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        self.inbox.clear();
+        Ok(self.log[start..].to_vec())
+    }
+
+    /// Closes the connection.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    async fn read_frame(&mut self, within: Duration) -> Result<(), ClientError> {
+        let msg = match tokio::time::timeout(within, self.ws.next()).await {
+            Err(_) => return Err(ClientError::Timeout),
+            Ok(None) => return Err(ClientError::Transport("connection closed".into())),
+            Ok(Some(Err(e))) => return Err(ClientError::Transport(e.to_string())),
+            Ok(Some(Ok(msg))) => msg,
+        };
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Close(_) => {
+                return Err(ClientError::Transport("connection closed by server".into()));
+            }
+            _ => return Ok(()),
+        };
+        let value: Value = serde_json::from_str(text.as_str())
+            .map_err(|e| ClientError::Protocol(format!("bad JSON from server: {e}")))?;
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    self.apply(item)?;
+                }
+            }
+            other => self.apply(other)?,
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, msg: Value) -> Result<(), ClientError> {
+        let coll = msg["c"].as_str().unwrap_or_default().to_owned();
+        match msg["t"].as_str() {
+            Some("hello") => self.conn = msg["conn"].as_u64().unwrap_or_default(),
+            Some("snapshot") => {
+                let data = msg["data"]
+                    .as_object()
+                    .ok_or_else(|| ClientError::Protocol("snapshot without data".into()))?;
+                self.collections.clear();
+                for (name, models) in data {
+                    let mut map = BTreeMap::new();
+                    for m in models.as_array().into_iter().flatten() {
+                        let (oid, attrs) = split_oid(m)?;
+                        map.insert(oid, attrs);
+                    }
+                    self.collections.insert(name.clone(), map);
+                }
+            }
+            Some("add") => {
+                let (oid, attrs) = split_oid(&msg["m"])?;
+                self.collections.entry(coll).or_default().insert(oid, attrs);
+            }
+            Some("created") if !msg["m"].is_null() => {
+                let (oid, attrs) = split_oid(&msg["m"])?;
+                self.collections.entry(coll).or_default().insert(oid, attrs);
+            }
+            Some("change") => {
+                let oid = msg["oid"]
+                    .as_u64()
+                    .ok_or_else(|| ClientError::Protocol(format!("change without oid: {msg}")))?;
+                let model = self
+                    .collections
+                    .entry(coll.clone())
+                    .or_default()
+                    .get_mut(&oid)
+                    .ok_or_else(|| {
+                        ClientError::Protocol(format!("change for unknown model {coll}/{oid}"))
+                    })?;
+                for (k, v) in msg["set"].as_object().into_iter().flatten() {
+                    model.insert(k.clone(), v.clone());
+                }
+                for k in msg["unset"].as_array().into_iter().flatten() {
+                    model.remove(k.as_str().unwrap_or_default());
+                }
+            }
+            Some("remove") => {
+                let oid = msg["oid"].as_u64().unwrap_or_default();
+                self.collections.entry(coll).or_default().remove(&oid);
+            }
+            Some("emit") => self.emits.push((
+                msg["name"].as_str().unwrap_or_default().to_owned(),
+                msg["data"].clone(),
+            )),
+            _ => {}
+        }
+        self.log.push(msg.clone());
+        self.inbox.push_back(msg);
+        Ok(())
+    }
+}
+
+fn split_oid(m: &Value) -> Result<(u64, Attrs), ClientError> {
+    let mut attrs = m
+        .as_object()
+        .cloned()
+        .ok_or_else(|| ClientError::Protocol(format!("model is not an object: {m}")))?;
+    let oid = attrs
+        .remove("oid")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| ClientError::Protocol(format!("model without oid: {m}")))?;
+    Ok((oid, attrs))
+}

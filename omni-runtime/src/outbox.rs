@@ -1,0 +1,197 @@
+//! The bounded outbound queue of one connection.
+//!
+//! The engine pushes encoded messages (shared `Bytes`, encoded once per distinct view) while it
+//! holds the world lock; the connection's task drains everything pending into one frame. When
+//! the queued state updates exceed the byte limit, they are dropped and the connection is marked
+//! for a resync: the task then asks the engine for a fresh snapshot, which carries the latest
+//! value of every model (state, not a message log), so memory stays bounded whatever the client's
+//! speed.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// What the connection task finds when it drains the outbox.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Drain {
+    /// Messages to send, in order, were moved into the buffer.
+    Items,
+    /// State updates were dropped: the connection needs a resync (control messages that came
+    /// with it are in the buffer and must be sent after the resync snapshot).
+    Resync,
+    /// The connection must close (too many control messages pending, or server shutdown).
+    Close,
+    /// Nothing pending.
+    Empty,
+}
+
+pub(crate) struct Outbox {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    items: Vec<Bytes>,
+    bytes: usize,
+    /// Replies, acks and rejects kept while state updates are dropped, sent after the resync.
+    control: Vec<Bytes>,
+    overflowed: bool,
+    closed: bool,
+}
+
+/// Control messages a connection may have pending while overflowed before it is dropped.
+const MAX_CONTROL: usize = 4096;
+
+impl Outbox {
+    pub(crate) fn new(limit: usize) -> Self {
+        Outbox {
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            limit,
+        }
+    }
+
+    /// Queues a state update (add, change, remove, snapshot, emit).
+    pub(crate) fn push(&self, msg: Bytes) {
+        let mut inner = self.inner.lock();
+        if inner.closed || inner.overflowed {
+            return;
+        }
+        if inner.bytes + msg.len() > self.limit && !inner.items.is_empty() {
+            inner.overflowed = true;
+            // Keep the control messages among the dropped items: they answer requests.
+            inner.items.clear();
+            inner.bytes = 0;
+        } else {
+            inner.bytes += msg.len();
+            inner.items.push(msg);
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// Queues an answer to one of this client's requests (ack, created, reject, reply, error).
+    /// Answers are never dropped; a client that lets too many pile up is disconnected.
+    pub(crate) fn push_control(&self, msg: Bytes) {
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return;
+        }
+        if inner.overflowed {
+            if inner.control.len() >= MAX_CONTROL {
+                inner.closed = true;
+            } else {
+                inner.control.push(msg);
+            }
+        } else {
+            inner.bytes += msg.len();
+            inner.items.push(msg);
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// Replaces everything pending with `msgs` (after a resync snapshot was built), then the
+    /// control messages kept during the overflow.
+    pub(crate) fn reset_with(&self, msgs: impl IntoIterator<Item = Bytes>) {
+        let mut inner = self.inner.lock();
+        let control = std::mem::take(&mut inner.control);
+        inner.items.clear();
+        inner.bytes = 0;
+        inner.overflowed = false;
+        for m in msgs.into_iter().chain(control) {
+            inner.bytes += m.len();
+            inner.items.push(m);
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn close(&self) {
+        self.inner.lock().closed = true;
+        self.notify.notify_one();
+    }
+
+    /// Moves pending messages into `out`.
+    pub(crate) fn drain(&self, out: &mut Vec<Bytes>) -> Drain {
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return Drain::Close;
+        }
+        if inner.overflowed {
+            return Drain::Resync;
+        }
+        if inner.items.is_empty() {
+            return Drain::Empty;
+        }
+        inner.bytes = 0;
+        out.append(&mut inner.items);
+        Drain::Items
+    }
+
+    /// Waits until something was pushed since the last call.
+    pub(crate) async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.inner.lock().bytes
+    }
+}
+
+/// Joins messages into one frame: a single message as itself, several as a JSON array.
+pub(crate) fn frame(items: &[Bytes]) -> Bytes {
+    match items {
+        [one] => one.clone(),
+        _ => {
+            let len = items.iter().map(|b| b.len() + 1).sum::<usize>() + 1;
+            let mut buf = Vec::with_capacity(len);
+            buf.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(item);
+            }
+            buf.push(b']');
+            Bytes::from(buf)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_drops_state_keeps_control_and_resyncs() {
+        let ob = Outbox::new(10);
+        ob.push(Bytes::from_static(b"123456"));
+        ob.push(Bytes::from_static(b"123456"));
+        ob.push_control(Bytes::from_static(b"ack"));
+        ob.push(Bytes::from_static(b"more"));
+        let mut out = Vec::new();
+        assert_eq!(ob.drain(&mut out), Drain::Resync);
+        assert!(out.is_empty());
+        ob.reset_with([Bytes::from_static(b"snap")]);
+        assert_eq!(ob.drain(&mut out), Drain::Items);
+        assert_eq!(
+            out,
+            vec![Bytes::from_static(b"snap"), Bytes::from_static(b"ack")]
+        );
+        assert_eq!(ob.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn frames_one_or_many() {
+        assert_eq!(
+            frame(&[Bytes::from_static(b"{}")]),
+            Bytes::from_static(b"{}")
+        );
+        let two = [Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{}")];
+        assert_eq!(frame(&two), Bytes::from_static(b"[{\"a\":1},{}]"));
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: each starts a real server on 127.0.0.1 and talks to it over real
+//! WebSockets (tokio-tungstenite, through `omni_runtime::client::Client`).
+
+mod apps;
+mod collections;
+mod connections;
+mod events;
+mod hardening;
+mod http;
+mod order;
+mod sync;
