@@ -1,0 +1,50 @@
+/** The client: `Omni.collections`, `Omni.trigger`, `Omni.ready`, `Omni.on`. */
+export interface OmniClient {
+  /** Every collection this app declares, filled from the server's snapshot. */
+  readonly collections: Collections;
+  /** Whether the socket is open and the server said hello. */
+  readonly connected: boolean;
+  /** Whether the first snapshot has arrived. */
+  readonly isReady: boolean;
+  /** This connection's id on the server, while connected. */
+  readonly conn: number | null;
+  readonly PROTOCOL_VERSION: number;
+  /** Opens the connection (default URL in a browser: `ws(s)://<host>/omni`); reconnects by itself. */
+  connect(url?: string, options?: ConnectOptions): this;
+  connect(options: ConnectOptions): this;
+  /** Closes the connection for good; unanswered requests fail. */
+  close(): this;
+  disconnect(): this;
+  /** Calls back once the first snapshot arrived (at once if it has). */
+  ready(callback: (omni: this) => void): this;
+  ready(): Promise<this>;
+  /** Calls a server event; resolves with its reply, rejects with its error. */
+  trigger<E extends keyof Events>(name: E, args: Events[E]["args"], callback?: (err: OmniError | null, reply?: Events[E]["reply"]) => void): Promise<Events[E]["reply"]>;
+  on(event: "ready" | "sync" | "reconnect", callback: (omni: this) => void, context?: Ctx): this;
+  on(event: "disconnect", callback: (info: DisconnectInfo) => void, context?: Ctx): this;
+  on(event: "error", callback: (error: OmniError) => void, context?: Ctx): this;
+  /** Events the server emits (`conn.emit`, `world.broadcast`). */
+  on(event: string, callback: (data: any) => void, context?: Ctx): this;
+  once(event: "ready" | "sync" | "reconnect", callback: (omni: this) => void, context?: Ctx): this;
+  once(event: "disconnect", callback: (info: DisconnectInfo) => void, context?: Ctx): this;
+  once(event: "error", callback: (error: OmniError) => void, context?: Ctx): this;
+  once(event: string, callback: (data: any) => void, context?: Ctx): this;
+  off(event?: string | null, callback?: ((...args: any[]) => void) | null, context?: Ctx): this;
+  /** A new, independent client (its own connection and collections). */
+  create(options?: { Backbone?: unknown }): OmniClient;
+}
+
+declare const Omni: OmniClient;
+export default Omni;
+export { Omni };
+export declare const collections: Collections;
+export declare function create(options?: { Backbone?: unknown }): OmniClient;
+
+declare global {
+  interface Window {
+    /** Set by omni.global.js. */
+    Omni: OmniClient;
+    /** Set before loading omni.global.js to connect yourself with `Omni.connect(...)`. */
+    OMNI_MANUAL_CONNECT?: boolean;
+  }
+}

@@ -1,0 +1,122 @@
+type IfEquals<X, Y, A, B> = (<T>() => T extends X ? 1 : 2) extends (<T>() => T extends Y ? 1 : 2) ? A : B;
+
+/** The attribute names of `T` that clients may write (those not marked `readonly`). */
+export type WritableKeys<T> = {
+  [P in keyof T]-?: IfEquals<{ [Q in P]: T[P] }, { -readonly [Q in P]: T[P] }, P, never>;
+}[keyof T];
+
+/** The attributes of `T` that clients may write. */
+export type Writable<T> = Pick<T, WritableKeys<T>>;
+
+/** The attributes a client may give a model it adds (the server fills in the rest). */
+export type NewAttributes<T> = Partial<Omit<T, "oid">>;
+
+/** A refused request, a server error or a lost connection. */
+export interface OmniError extends Error {
+  /** What went wrong, as the server (or the client) said it. */
+  readonly reason: string;
+  /** The kind of request that failed. */
+  readonly request?: "change" | "add" | "remove" | "event" | "local" | "hello";
+  readonly collection?: string;
+  readonly event?: string;
+  readonly oid?: number;
+  readonly tmp?: string;
+  readonly attributes?: Record<string, unknown>;
+}
+
+/** Options passed through to event listeners, as in Backbone. */
+export interface SetOptions {
+  silent?: boolean;
+  [key: string]: unknown;
+}
+
+type Ctx = unknown;
+
+/** A model: its attributes are read with `get` and written with `set` (sent to the server). */
+export interface Model<A extends { readonly oid: number }> {
+  /** The server-assigned object id; `undefined` until the server acknowledged a model this client added. */
+  readonly oid: number | undefined;
+  /** Same as `oid` (Backbone's `idAttribute` is `oid`). */
+  readonly id: number | undefined;
+  /** A client-local id. */
+  readonly cid: string;
+  readonly attributes: Readonly<A>;
+  get<K extends keyof A>(key: K): A[K];
+  has(key: keyof A): boolean;
+  /** Applies the value at once and sends it; the server's refusal rolls it back and emits `error`. */
+  set<K extends WritableKeys<A>>(key: K, value: A[K], options?: SetOptions): this | false;
+  set(attrs: Partial<Writable<A>>, options?: SetOptions): this | false;
+  /** Like `set`, resolving when the server applied the change and rejecting when it refused it. */
+  save(attrs: Partial<Writable<A>>, options?: SetOptions): Promise<this>;
+  toJSON(): A;
+  isNew(): boolean;
+  /** Removes the model from its collection and asks the server to delete it. */
+  destroy(options?: SetOptions): this;
+  on<K extends keyof A & string>(event: `change:${K}`, callback: (model: this, value: A[K], options: SetOptions) => void, context?: Ctx): this;
+  on(event: "change", callback: (model: this, options: SetOptions) => void, context?: Ctx): this;
+  on(event: "error", callback: (model: this, error: OmniError, options: SetOptions) => void, context?: Ctx): this;
+  on(event: "add" | "remove", callback: (model: this, collection: Collection<A>, options: SetOptions) => void, context?: Ctx): this;
+  on(event: "all", callback: (event: string, ...args: any[]) => void, context?: Ctx): this;
+  once<K extends keyof A & string>(event: `change:${K}`, callback: (model: this, value: A[K], options: SetOptions) => void, context?: Ctx): this;
+  once(event: "change", callback: (model: this, options: SetOptions) => void, context?: Ctx): this;
+  once(event: "error", callback: (model: this, error: OmniError, options: SetOptions) => void, context?: Ctx): this;
+  off(event?: string | null, callback?: ((...args: any[]) => void) | null, context?: Ctx): this;
+  trigger(event: string, ...args: unknown[]): this;
+}
+
+/** A collection of models, kept in sync with what the server lets this connection see. */
+export interface Collection<A extends { readonly oid: number }, M extends Model<A> = Model<A>> extends Iterable<M> {
+  readonly name: string;
+  readonly models: M[];
+  readonly length: number;
+  /** By OID (number or numeric string), by a model this client added (temporary id or cid), or a model. */
+  get(id: number | string | { oid: number } | M): M | undefined;
+  at(index: number): M | undefined;
+  first(): M | undefined;
+  last(): M | undefined;
+  where(attrs: Partial<A>): M[];
+  findWhere(attrs: Partial<A>): M | undefined;
+  each(fn: (model: M, index: number, models: M[]) => void, context?: Ctx): this;
+  forEach(fn: (model: M, index: number, models: M[]) => void, context?: Ctx): void;
+  map<T>(fn: (model: M, index: number, models: M[]) => T, context?: Ctx): T[];
+  filter(fn: (model: M, index: number, models: M[]) => unknown, context?: Ctx): M[];
+  find(fn: (model: M, index: number, models: M[]) => unknown, context?: Ctx): M | undefined;
+  some(fn: (model: M, index: number, models: M[]) => unknown, context?: Ctx): boolean;
+  every(fn: (model: M, index: number, models: M[]) => unknown, context?: Ctx): boolean;
+  reduce<T>(fn: (acc: T, model: M, index: number, models: M[]) => T, initial: T): T;
+  pluck<K extends keyof A>(key: K): Array<A[K]>;
+  toJSON(): A[];
+  /** Adds a model at once (without an OID) and asks the server to create it; `undefined` if refused locally. */
+  add(attrs: NewAttributes<A>, options?: SetOptions): M | undefined;
+  add(list: Array<NewAttributes<A>>, options?: SetOptions): M[];
+  /** Like `add`, resolving with the model once the server created it (with its OID). */
+  create(attrs: NewAttributes<A>, options?: SetOptions): Promise<M>;
+  /** Removes at once and asks the server to delete; the server's refusal puts the model back. */
+  remove(model: M | number | string, options?: SetOptions): M | undefined;
+  remove(models: Array<M | number | string>, options?: SetOptions): M[];
+  on(event: "add" | "remove", callback: (model: M, collection: this, options: SetOptions) => void, context?: Ctx): this;
+  on(event: "reset", callback: (collection: this, options: SetOptions) => void, context?: Ctx): this;
+  on(event: "change", callback: (model: M, options: SetOptions) => void, context?: Ctx): this;
+  on<K extends keyof A & string>(event: `change:${K}`, callback: (model: M, value: A[K], options: SetOptions) => void, context?: Ctx): this;
+  on(event: "error", callback: (model: M | null, error: OmniError, options: SetOptions) => void, context?: Ctx): this;
+  on(event: "all", callback: (event: string, ...args: any[]) => void, context?: Ctx): this;
+  once(event: "add" | "remove", callback: (model: M, collection: this, options: SetOptions) => void, context?: Ctx): this;
+  once(event: "reset", callback: (collection: this, options: SetOptions) => void, context?: Ctx): this;
+  once(event: "change", callback: (model: M, options: SetOptions) => void, context?: Ctx): this;
+  off(event?: string | null, callback?: ((...args: any[]) => void) | null, context?: Ctx): this;
+  trigger(event: string, ...args: unknown[]): this;
+}
+
+export interface ConnectOptions {
+  /** A WebSocket implementation (e.g. the `ws` package) where there is no global one. */
+  WebSocket?: unknown;
+  /** A Backbone to back the collections with; by default `window.Backbone` when it is loaded. */
+  Backbone?: unknown;
+  /** `false` never reconnects; otherwise the backoff bounds in milliseconds (default 250 and 10000). */
+  reconnect?: false | { min?: number; max?: number };
+}
+
+export interface DisconnectInfo {
+  code?: number;
+  reason?: string;
+}

@@ -1,0 +1,99 @@
+// The generated omni.d.ts: a typed usage file compiles with `tsc --noEmit --strict`, a wrong
+// attribute name and a wrong attribute type do not.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { before, test } from "node:test";
+
+import { generateClient, here, tempDir } from "./helpers.mjs";
+
+const require = createRequire(import.meta.url);
+const tsc = require.resolve("typescript/bin/tsc");
+let dir;
+
+before(() => {
+  dir = generateClient(path.join(here, "fixtures", "schema.json"), tempDir("typings"));
+});
+
+function compile(name, source) {
+  const file = path.join(dir, name);
+  writeFileSync(file, source);
+  const r = spawnSync(
+    process.execPath,
+    [tsc, "--noEmit", "--strict", "--target", "es2020", "--module", "esnext", "--moduleResolution", "bundler", "--lib", "es2020,dom", file],
+    { encoding: "utf8" },
+  );
+  return { status: r.status, output: r.stdout + r.stderr };
+}
+
+const header = `import Omni, { collections, create, type Player, type PlayerModel, type LoggedIn, type Pos } from "./omni.js";\n`;
+
+test("typed usage compiles", () => {
+  const r = compile(
+    "ok.ts",
+    header +
+      `
+const players = Omni.collections.players;
+const p: PlayerModel | undefined = players.findWhere({ name: "Jim" });
+if (p) {
+  const x: number = p.get("x");
+  const name: string = p.get("name");
+  const home: Pos | null = p.get("home");
+  p.set("x", x + 10);
+  p.set({ y: 3, online: true });
+  p.on("change:x", (model: PlayerModel, value: number) => console.log(model.oid, value));
+  p.on("change", (model) => console.log(model.toJSON().name));
+  p.on("error", (_m, err) => console.log(err.reason));
+  void p.save({ x: 1 }).then((m) => m.get("y"));
+  const json: Player = p.toJSON();
+  console.log(json.oid, name, home);
+}
+players.on("add", (m) => console.log(m.get("name")));
+players.on("change:online", (m, online: boolean) => console.log(m.oid, online));
+const xs: number[] = players.map((m) => m.get("x"));
+const names: string[] = players.pluck("name");
+const m2 = collections.messages.add({ text: "hi" });
+console.log(m2?.get("author"), xs, names, players.length, players.get(1)?.oid);
+async function main(): Promise<void> {
+  Omni.connect("ws://127.0.0.1:1/omni", { reconnect: { max: 1000 } });
+  await Omni.ready();
+  const reply: LoggedIn = await Omni.trigger("login", { name: "Ann", password: "pw" });
+  Omni.trigger("login", { name: "Ann", password: "pw" }, (err, r) => console.log(err?.reason, r?.oid));
+  const pong: string = await Omni.trigger("ping", null);
+  Omni.on("joined", (who) => console.log(who));
+  Omni.on("error", (e) => console.log(e.reason));
+  const other = create();
+  console.log(reply.oid, pong, other.isReady);
+}
+void main();
+`,
+  );
+  assert.equal(r.status, 0, r.output);
+});
+
+test("a wrong attribute name does not compile", () => {
+  const r = compile("bad-name.ts", header + `const p = Omni.collections.players.get(1)!;\nconst v = p.get("nmae");\nconsole.log(v);\n`);
+  assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /error TS2345: Argument of type '"nmae"' is not assignable/);
+});
+
+test("a wrong attribute type does not compile", () => {
+  const r = compile("bad-type.ts", header + `const p = Omni.collections.players.get(1)!;\np.set("x", "ten");\n`);
+  assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /error TS2769: No overload matches this call/);
+});
+
+test("writing a read-only attribute does not compile", () => {
+  const r = compile("bad-readonly.ts", header + `const p = Omni.collections.players.get(1)!;\np.set("name", "Bob");\n`);
+  assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /error TS2769/);
+});
+
+test("wrong event arguments do not compile", () => {
+  const r = compile("bad-event.ts", header + `void Omni.trigger("login", { name: "Ann" });\nvoid Omni.trigger("nope", {});\n`);
+  assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /error TS2345/);
+  assert.match(r.output, /"nope"/);
+});
