@@ -55,13 +55,13 @@ impl Assets {
         };
         let schema_json = serde_json::to_vec_pretty(schema).unwrap_or_default();
         add("/omni/schema.json", "application/json", schema_json);
-        for (name, contents) in client_files(schema, development) {
-            let content_type = if name.ends_with(".ts") {
+        for file in omni_client_gen::generate(schema, &omni_client_gen::Options { development }) {
+            let content_type = if file.name.ends_with(".ts") {
                 "application/typescript; charset=utf-8"
             } else {
                 "text/javascript; charset=utf-8"
             };
-            add(&format!("/{name}"), content_type, contents.into_bytes());
+            add(&format!("/{}", file.name), content_type, file.contents.into_bytes());
         }
         Assets { files, development }
     }
@@ -109,7 +109,3 @@ fn set(resp: &mut warp::reply::Response, name: header::HeaderName, value: &str) 
     }
 }
 
-/// The generated client files, by name.
-fn client_files(_schema: &Schema, _development: bool) -> Vec<(String, String)> {
-    Vec::new()
-}

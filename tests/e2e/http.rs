@@ -93,3 +93,44 @@ async fn omni_mounts_inside_a_bigger_warp_app() {
     assert!(reply["oid"].as_u64().is_some());
     task.abort();
 }
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")))
+}
+
+#[tokio::test]
+async fn the_client_is_readable_in_development_and_minified_compressed_cached_otherwise() {
+    let dev = TestServer::start(example_game::app("unused").development(true)).await;
+    let (head, dev_body) = get(dev.addr, "/omni.js", "Accept-Encoding: gzip\r\n").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(header(&head, "cache-control"), Some("no-cache"));
+    assert_eq!(header(&head, "content-encoding"), None, "development mode serves plain text");
+    assert!(header(&head, "content-type").unwrap().starts_with("text/javascript"));
+    let dev_js = String::from_utf8(dev_body).unwrap();
+    assert!(dev_js.contains("players") && dev_js.contains("login"), "the client knows the app's collections and events");
+    assert!(!dev_js.contains("_password"));
+    assert!(dev_js.lines().count() > 100, "development output is readable");
+
+    let prod = TestServer::start(example_game::app("unused").development(false)).await;
+    let (head, gz) = get(prod.addr, "/omni.js", "Accept-Encoding: gzip, br\r\n").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(header(&head, "content-encoding"), Some("gzip"));
+    assert!(header(&head, "cache-control").unwrap().contains("max-age"));
+    let etag = header(&head, "etag").unwrap().to_owned();
+    let mut js = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut js).unwrap();
+    assert!(js.len() < dev_js.len(), "minified ({}) is smaller than development ({})", js.len(), dev_js.len());
+    assert!(gz.len() < js.len(), "gzip ({}) is smaller than minified ({})", gz.len(), js.len());
+    assert!(js.contains("players"));
+    // Without gzip the minified text itself; with the ETag a 304.
+    let (head, plain) = get(prod.addr, "/omni.js", "").await;
+    assert_eq!(header(&head, "content-encoding"), None);
+    assert_eq!(String::from_utf8(plain).unwrap(), js);
+    let (head, body) = get(prod.addr, "/omni.js", &format!("If-None-Match: {etag}\r\n")).await;
+    assert!(head.starts_with("http/1.1 304"), "{head}");
+    assert!(body.is_empty());
+    // The typings are served too.
+    let (head, dts) = get(prod.addr, "/omni.d.ts", "").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(String::from_utf8(dts).unwrap().contains("players"));
+}
