@@ -7,5 +7,6 @@ mod connections;
 mod events;
 mod hardening;
 mod http;
+mod leaks;
 mod order;
 mod sync;
