@@ -534,9 +534,9 @@ fn idents_in(tokens: TokenStream, out: &mut HashSet<String>) {
 /// Prints the expansion to stderr when `OMNI_MACROS_DEBUG` is set: to `1` (or any value) for
 /// every item, or to an item's name for that one.
 pub(crate) fn debug_print(kind: &str, name: &str, tokens: &TokenStream) {
-    if let Ok(filter) = std::env::var("OMNI_MACROS_DEBUG") {
-        if filter.is_empty() || filter == "1" || filter == name {
-            eprintln!("// ---- {kind} {name} (OMNI_MACROS_DEBUG) ----\n{tokens}\n");
-        }
+    if let Ok(filter) = std::env::var("OMNI_MACROS_DEBUG")
+        && (filter.is_empty() || filter == "1" || filter == name)
+    {
+        eprintln!("// ---- {kind} {name} (OMNI_MACROS_DEBUG) ----\n{tokens}\n");
     }
 }
