@@ -42,7 +42,7 @@ impl Input<'_> {
         let mut methods: HashMap<String, String> = HashMap::new();
         methods.insert(
             "model".to_owned(),
-            format!("the method `{}::model`", self.mut_ident()),
+            "the view's own method that returns the whole model".to_owned(),
         );
         let mut public_count = 0;
 
