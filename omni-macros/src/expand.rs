@@ -111,7 +111,7 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
             ::core::clone::Clone, ::core::marker::Copy, ::core::cmp::PartialEq, ::core::cmp::Eq,
             ::core::hash::Hash, ::core::fmt::Debug,
         )]
-        #[allow(dead_code, unreachable_pub)]
+        #[allow(dead_code, unreachable_pub, private_interfaces, private_bounds)]
         #vis enum #attr_ident {
             #( #[doc = #variant_docs] #variants, )*
         }
@@ -172,7 +172,7 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
     );
     let change_enum = quote! {
         #[doc = #change_doc]
-        #[allow(dead_code, unreachable_pub)]
+        #[allow(dead_code, unreachable_pub, private_interfaces, private_bounds)]
         #vis enum #change_ident #change_generics #change_where {
             #( #[doc = #variant_docs] #variants(#types), )*
         }
@@ -229,7 +229,7 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
     );
     let mut_struct = quote! {
         #[doc = #mut_doc]
-        #[allow(dead_code, unreachable_pub)]
+        #[allow(dead_code, unreachable_pub, private_interfaces, private_bounds)]
         #vis struct #mut_ident #mut_impl_generics #mut_where {
             model: &'a mut #ident #ty_generics,
             changed: &'a mut #private::AttrSet,
@@ -286,7 +286,7 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
         });
     }
     let mut_impls = quote! {
-        #[allow(dead_code, unreachable_pub)]
+        #[allow(dead_code, unreachable_pub, private_interfaces, private_bounds)]
         impl #mut_impl_generics #mut_ident #mut_ty_generics #mut_where {
             /// The model, read-only.
             #[inline]
@@ -412,7 +412,7 @@ fn collection_impl(input: &CollectionInput<'_>, model: &syn::Type, name: &str) -
         let with_doc = format!("A `{ident}` collection starting with `models`.");
         let empty_doc = format!("An empty `{ident}` collection.");
         quote! {
-            #[allow(dead_code, unreachable_pub)]
+            #[allow(dead_code, unreachable_pub, private_interfaces, private_bounds)]
             impl #ident {
                 #[doc = #with_doc]
                 #vis fn with(models: impl ::core::iter::IntoIterator<Item = #model>) -> #private::Seeded<Self> {
