@@ -197,8 +197,7 @@ pub(crate) fn docs(attrs: &[Attribute]) -> Option<String> {
                 ..
             }) = &nv.value
         {
-            let value = s.value();
-            for line in value.lines() {
+            for line in s.value().lines() {
                 lines.push(line.strip_prefix(' ').unwrap_or(line).trim_end().to_owned());
             }
         }

@@ -111,7 +111,7 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
             ::core::clone::Clone, ::core::marker::Copy, ::core::cmp::PartialEq, ::core::cmp::Eq,
             ::core::hash::Hash, ::core::fmt::Debug,
         )]
-        #[allow(dead_code, unreachable_pub)]
+        #[allow(dead_code, unreachable_pub, private_interfaces, private_bounds)]
         #vis enum #attr_ident {
             #( #[doc = #variant_docs] #variants, )*
         }
@@ -172,7 +172,7 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
     );
     let change_enum = quote! {
         #[doc = #change_doc]
-        #[allow(dead_code, unreachable_pub)]
+        #[allow(dead_code, unreachable_pub, private_interfaces, private_bounds)]
         #vis enum #change_ident #change_generics #change_where {
             #( #[doc = #variant_docs] #variants(#types), )*
         }
@@ -229,7 +229,7 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
     );
     let mut_struct = quote! {
         #[doc = #mut_doc]
-        #[allow(dead_code, unreachable_pub)]
+        #[allow(dead_code, unreachable_pub, private_interfaces, private_bounds)]
         #vis struct #mut_ident #mut_impl_generics #mut_where {
             model: &'a mut #ident #ty_generics,
             changed: &'a mut #private::AttrSet,
@@ -286,7 +286,7 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
         });
     }
     let mut_impls = quote! {
-        #[allow(dead_code, unreachable_pub)]
+        #[allow(dead_code, unreachable_pub, private_interfaces, private_bounds)]
         impl #mut_impl_generics #mut_ident #mut_ty_generics #mut_where {
             /// The model, read-only.
             #[inline]
@@ -315,6 +315,9 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
     }
     let model_where = extend_where(where_clause, &model_bounds);
     let change_ty = quote!(#change_ident #change_ty_generics);
+    // Spanned on the derive, so a missing `Clone` or `Default` is reported once, there.
+    let mut self_ident = ident.clone();
+    self_ident.set_span(Span::call_site());
     let body = if mode == Mode::Stub {
         quote! {
             fn change_attr(_: &Self::Change) -> #attr_ident { ::core::unreachable!() }
@@ -341,7 +344,7 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
             (
                 quote!(match *change { #( #change_ident::#variants(_) => #attr_ident::#variants, )* }),
                 quote!(match change { #( #change_ident::#variants(value) => self.#field_idents = value, )* }),
-                quote!(match attr { #( #attr_ident::#variants => #private::encode(&self.#field_idents, out), )* }),
+                quote!(match attr { #( #attr_ident::#variants => #private::encode_attr(&self.#field_idents, out), )* }),
                 quote!(match attr {
                     #( #attr_ident::#variants => #private::decode_attr::<#types>(#name, #wires, value).map(#change_ident::#variants), )*
                 }),
@@ -368,13 +371,13 @@ fn model(input: &Input<'_>, mode: Mode) -> TokenStream {
                     #( #private::field_schema::<#types>(&cfg, #wires, #readonly_flags, #field_docs), )*
                 ];
                 #private::add_model(schema, #name, #model_docs, fields);
-                #( #private::add_type_decls::<#types>(schema, &cfg); )*
+                #( #private::add_field_type_decls::<#types>(schema, &cfg); )*
             }
         }
     };
     let model_impl = quote! {
         #[automatically_derived]
-        impl #impl_generics #private::Model for #ident #ty_generics #model_where {
+        impl #impl_generics #private::Model for #self_ident #ty_generics #model_where {
             type Attr = #attr_ident;
             type Change = #change_ty;
             type Mut<'a> = #mut_ident<#mut_ty_args>;
@@ -409,7 +412,7 @@ fn collection_impl(input: &CollectionInput<'_>, model: &syn::Type, name: &str) -
         let with_doc = format!("A `{ident}` collection starting with `models`.");
         let empty_doc = format!("An empty `{ident}` collection.");
         quote! {
-            #[allow(dead_code, unreachable_pub)]
+            #[allow(dead_code, unreachable_pub, private_interfaces, private_bounds)]
             impl #ident {
                 #[doc = #with_doc]
                 #vis fn with(models: impl ::core::iter::IntoIterator<Item = #model>) -> #private::Seeded<Self> {

@@ -29,9 +29,12 @@ impl Input<'_> {
             && !case::is_js_identifier(&name.value())
         {
             errors.spanned(
-                    name,
-                    format!("model name `{}` is not a JavaScript identifier; use letters, digits, `_` and `$`", name.value()),
-                );
+                name,
+                format!(
+                    "model name `{}` is not a JavaScript identifier; use letters, digits, `_` and `$`",
+                    name.value()
+                ),
+            );
         }
 
         let mut wire_names: HashMap<&str, &Field<'_>> = HashMap::new();
@@ -39,7 +42,7 @@ impl Input<'_> {
         let mut methods: HashMap<String, String> = HashMap::new();
         methods.insert(
             "model".to_owned(),
-            format!("the method `{}::model`", self.mut_ident()),
+            "the view's own method that returns the whole model".to_owned(),
         );
         let mut public_count = 0;
 
@@ -86,8 +89,8 @@ impl Input<'_> {
                     Some(other) => errors.spanned(
                         field.ident,
                         format!(
-                            "`{}::{method}` would be both {other} and {this}; rename the field \
-                             (add `#[model(rename = \"...\")]` to keep its wire name)",
+                            "{this} would be named `{}::{method}`, like {other}; rename the field \
+                             (`#[model(rename = \"...\")]` keeps its wire name)",
                             self.mut_ident()
                         ),
                     ),
@@ -131,7 +134,7 @@ impl Input<'_> {
         let wire = field.wire.as_str();
         let (span, how): (Span, String) = match (&field.attrs.rename, &self.attrs.rename_all) {
             (Some(lit), _) => (lit.span(), "choose another name in `rename`".to_owned()),
-            (None, Some((lit, _))) => (
+            (None, Some((lit, Some(_)))) => (
                 field.ident.span(),
                 format!(
                     "`rename_all = {:?}` turns field `{}` into it; add `#[model(rename = \"...\")]` to the field",
@@ -139,7 +142,7 @@ impl Input<'_> {
                     field.ident
                 ),
             ),
-            (None, None) => (
+            (None, _) => (
                 field.ident.span(),
                 "rename the field, or add `#[model(rename = \"...\")]` to give it another wire name".to_owned(),
             ),

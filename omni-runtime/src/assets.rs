@@ -61,7 +61,11 @@ impl Assets {
             } else {
                 "text/javascript; charset=utf-8"
             };
-            add(&format!("/{}", file.name), content_type, file.contents.into_bytes());
+            add(
+                &format!("/{}", file.name),
+                content_type,
+                file.contents.into_bytes(),
+            );
         }
         Assets { files, development }
     }
@@ -108,4 +112,3 @@ fn set(resp: &mut warp::reply::Response, name: header::HeaderName, value: &str) 
         resp.headers_mut().insert(name, v);
     }
 }
-

@@ -21,7 +21,12 @@ use serde::de::DeserializeOwned;
 use ts_rs::{TS, TypeVisitor};
 
 /// A type that public model fields may have: it travels to clients as JSON and has a TypeScript
-/// type. Implemented for every type that qualifies; the derive asserts it for each public field.
+/// type. Implemented for every type that is `Serialize + DeserializeOwned + TS + Clone + Send +
+/// Sync + 'static`; the derive requires it of each public field's type.
+///
+/// Serde and ts-rs are deliberately not supertraits: the derive's bound `FieldType: ClientValue`
+/// then fails as a whole, with the message below on the field's type, rather than as
+/// "`Serialize` is not implemented". The methods are what generated code uses instead.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be sent to clients, so it cannot be the type of a public model field",
     label = "this field's type cannot be sent to clients",
@@ -29,9 +34,52 @@ use ts_rs::{TS, TypeVisitor};
             add `#[derive(Serialize, Deserialize, TS, Clone)]` to the type, \
             or keep the field on the server by naming it with a leading `_`"
 )]
-pub trait ClientValue: Serialize + DeserializeOwned + TS + Clone + Send + Sync + 'static {}
+pub trait ClientValue: Clone + Send + Sync + 'static {
+    /// Appends the JSON encoding to `out`.
+    fn encode_json(&self, out: &mut Vec<u8>);
+    /// Decodes a client's JSON value for attribute `attr` of `model`.
+    fn decode_json(
+        model: &'static str,
+        attr: &str,
+        value: &serde_json::Value,
+    ) -> Result<Self, DecodeError>
+    where
+        Self: Sized;
+    /// Formats the value as JSON, for `Debug` of change enums.
+    fn debug_json(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+    /// The TypeScript type, e.g. `Array<Pos> | null`.
+    fn ts_name(cfg: &ts_rs::Config) -> String;
+    /// Adds the declarations of the user types this type mentions to `schema`.
+    fn add_type_decls(schema: &mut schema::Schema, cfg: &ts_rs::Config);
+}
 
-impl<T> ClientValue for T where T: Serialize + DeserializeOwned + TS + Clone + Send + Sync + 'static {}
+impl<T> ClientValue for T
+where
+    T: Serialize + DeserializeOwned + TS + Clone + Send + Sync + 'static,
+{
+    fn encode_json(&self, out: &mut Vec<u8>) {
+        encode(self, out)
+    }
+    fn decode_json(
+        model: &'static str,
+        attr: &str,
+        value: &serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        T::deserialize(value).map_err(|e| DecodeError::wrong_type(model, attr, &expected::<T>(), e))
+    }
+    fn debug_json(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::to_string(self) {
+            Ok(json) => f.write_str(&json),
+            Err(_) => f.write_str("<unencodable>"),
+        }
+    }
+    fn ts_name(cfg: &ts_rs::Config) -> String {
+        T::name(cfg)
+    }
+    fn add_type_decls(schema: &mut schema::Schema, cfg: &ts_rs::Config) {
+        add_type_decls::<T>(schema, cfg)
+    }
+}
 
 /// Appends the JSON encoding of `value` to `out`.
 pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
@@ -59,7 +107,12 @@ pub fn decode_attr<T: ClientValue>(
     attr: &str,
     value: &serde_json::Value,
 ) -> Result<T, DecodeError> {
-    T::deserialize(value).map_err(|e| DecodeError::wrong_type(model, attr, &expected::<T>(), e))
+    T::decode_json(model, attr, value)
+}
+
+/// Appends the JSON encoding of an attribute's value to `out`.
+pub fn encode_attr<T: ClientValue>(value: &T, out: &mut Vec<u8>) {
+    value.encode_json(out)
 }
 
 /// `number (i32)`, `string | null (Option<String>)`.
@@ -96,7 +149,7 @@ pub fn ts_config() -> ts_rs::Config {
 }
 
 /// One public field of a model's schema.
-pub fn field_schema<T: TS + ?Sized>(
+pub fn field_schema<T: ClientValue>(
     cfg: &ts_rs::Config,
     name: &str,
     readonly: bool,
@@ -104,7 +157,7 @@ pub fn field_schema<T: TS + ?Sized>(
 ) -> schema::FieldSchema {
     schema::FieldSchema {
         name: name.to_owned(),
-        ts_type: T::name(cfg),
+        ts_type: T::ts_name(cfg),
         readonly,
         docs: docs.map(str::to_owned),
     }
@@ -159,15 +212,17 @@ pub fn add_type_decls<T: TS + 'static + ?Sized>(schema: &mut schema::Schema, cfg
 
 /// Formats a value as its JSON encoding, for the generated `Debug` of change enums (field types
 /// need not implement `Debug`).
-pub struct DebugJson<'a, T: ?Sized>(pub &'a T);
+pub struct DebugJson<'a, T>(pub &'a T);
 
-impl<T: Serialize + ?Sized> fmt::Debug for DebugJson<'_, T> {
+impl<T: ClientValue> fmt::Debug for DebugJson<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match serde_json::to_string(self.0) {
-            Ok(json) => f.write_str(&json),
-            Err(_) => f.write_str("<unencodable>"),
-        }
+        self.0.debug_json(f)
     }
+}
+
+/// Adds the TypeScript declarations of the user types a field type mentions to `schema`.
+pub fn add_field_type_decls<T: ClientValue>(schema: &mut schema::Schema, cfg: &ts_rs::Config) {
+    T::add_type_decls(schema, cfg)
 }
 
 /// Takes a seeded collection apart: the collection value and its initial models.

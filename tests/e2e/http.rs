@@ -95,7 +95,8 @@ async fn omni_mounts_inside_a_bigger_warp_app() {
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")))
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
 }
 
 #[tokio::test]
@@ -104,12 +105,26 @@ async fn the_client_is_readable_in_development_and_minified_compressed_cached_ot
     let (head, dev_body) = get(dev.addr, "/omni.js", "Accept-Encoding: gzip\r\n").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(header(&head, "cache-control"), Some("no-cache"));
-    assert_eq!(header(&head, "content-encoding"), None, "development mode serves plain text");
-    assert!(header(&head, "content-type").unwrap().starts_with("text/javascript"));
+    assert_eq!(
+        header(&head, "content-encoding"),
+        None,
+        "development mode serves plain text"
+    );
+    assert!(
+        header(&head, "content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
     let dev_js = String::from_utf8(dev_body).unwrap();
-    assert!(dev_js.contains("players") && dev_js.contains("login"), "the client knows the app's collections and events");
+    assert!(
+        dev_js.contains("players") && dev_js.contains("login"),
+        "the client knows the app's collections and events"
+    );
     assert!(!dev_js.contains("_password"));
-    assert!(dev_js.lines().count() > 100, "development output is readable");
+    assert!(
+        dev_js.lines().count() > 100,
+        "development output is readable"
+    );
 
     let prod = TestServer::start(example_game::app("unused").development(false)).await;
     let (head, gz) = get(prod.addr, "/omni.js", "Accept-Encoding: gzip, br\r\n").await;
@@ -119,8 +134,18 @@ async fn the_client_is_readable_in_development_and_minified_compressed_cached_ot
     let etag = header(&head, "etag").unwrap().to_owned();
     let mut js = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut js).unwrap();
-    assert!(js.len() < dev_js.len(), "minified ({}) is smaller than development ({})", js.len(), dev_js.len());
-    assert!(gz.len() < js.len(), "gzip ({}) is smaller than minified ({})", gz.len(), js.len());
+    assert!(
+        js.len() < dev_js.len(),
+        "minified ({}) is smaller than development ({})",
+        js.len(),
+        dev_js.len()
+    );
+    assert!(
+        gz.len() < js.len(),
+        "gzip ({}) is smaller than minified ({})",
+        gz.len(),
+        js.len()
+    );
     assert!(js.contains("players"));
     // Without gzip the minified text itself; with the ETag a 304.
     let (head, plain) = get(prod.addr, "/omni.js", "").await;

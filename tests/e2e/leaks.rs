@@ -96,14 +96,42 @@ struct Login {
 
 #[derive(Debug, Clone)]
 enum Op {
-    ServerAdd { owner: u8, level: u8, v: i32 },
-    ServerChange { pick: usize, attr: &'static str, v: i32 },
-    ServerRemove { pick: usize },
-    ClientChange { client: usize, pick: usize, attr: &'static str, v: i32 },
-    ClientAdd { client: usize, level: u8, v: i32 },
-    ClientRemove { client: usize, pick: usize },
-    Login { client: usize, user: u8, clearance: u8 },
-    Sync { client: usize },
+    ServerAdd {
+        owner: u8,
+        level: u8,
+        v: i32,
+    },
+    ServerChange {
+        pick: usize,
+        attr: &'static str,
+        v: i32,
+    },
+    ServerRemove {
+        pick: usize,
+    },
+    ClientChange {
+        client: usize,
+        pick: usize,
+        attr: &'static str,
+        v: i32,
+    },
+    ClientAdd {
+        client: usize,
+        level: u8,
+        v: i32,
+    },
+    ClientRemove {
+        client: usize,
+        pick: usize,
+    },
+    Login {
+        client: usize,
+        user: u8,
+        clearance: u8,
+    },
+    Sync {
+        client: usize,
+    },
 }
 
 const CLIENTS: usize = 3;
@@ -113,12 +141,31 @@ fn op() -> impl Strategy<Value = Op> {
     let attr = prop::sample::select(&ATTRS[..]);
     prop_oneof![
         (0u8..3, 0u8..4, -5i32..5).prop_map(|(owner, level, v)| Op::ServerAdd { owner, level, v }),
-        (any::<usize>(), attr.clone(), -5i32..5).prop_map(|(pick, attr, v)| Op::ServerChange { pick, attr, v }),
+        (any::<usize>(), attr.clone(), -5i32..5).prop_map(|(pick, attr, v)| Op::ServerChange {
+            pick,
+            attr,
+            v
+        }),
         any::<usize>().prop_map(|pick| Op::ServerRemove { pick }),
-        (0..CLIENTS, any::<usize>(), attr, 0i32..4).prop_map(|(client, pick, attr, v)| Op::ClientChange { client, pick, attr, v }),
-        (0..CLIENTS, 0u8..4, -5i32..5).prop_map(|(client, level, v)| Op::ClientAdd { client, level, v }),
+        (0..CLIENTS, any::<usize>(), attr, 0i32..4).prop_map(|(client, pick, attr, v)| {
+            Op::ClientChange {
+                client,
+                pick,
+                attr,
+                v,
+            }
+        }),
+        (0..CLIENTS, 0u8..4, -5i32..5).prop_map(|(client, level, v)| Op::ClientAdd {
+            client,
+            level,
+            v
+        }),
         (0..CLIENTS, any::<usize>()).prop_map(|(client, pick)| Op::ClientRemove { client, pick }),
-        (0..CLIENTS, 0u8..3, 0u8..4).prop_map(|(client, user, clearance)| Op::Login { client, user, clearance }),
+        (0..CLIENTS, 0u8..3, 0u8..4).prop_map(|(client, user, clearance)| Op::Login {
+            client,
+            user,
+            clearance
+        }),
         (0..CLIENTS).prop_map(|client| Op::Sync { client }),
     ]
 }
@@ -157,20 +204,33 @@ fn check_client(
 ) -> Result<(), TestCaseError> {
     for msg in &client.log()[from..] {
         let text = msg.to_string();
-        prop_assert!(!text.contains("_token") && !text.contains("31337"), "step {step}: private data sent: {text}");
+        prop_assert!(
+            !text.contains("_token") && !text.contains("31337"),
+            "step {step}: private data sent: {text}"
+        );
         let (oid, attrs) = match msg["t"].as_str() {
-            Some("add") | Some("created") if !msg["m"].is_null() => (msg["m"]["oid"].as_u64(), msg["m"].as_object().cloned()),
+            Some("add") | Some("created") if !msg["m"].is_null() => {
+                (msg["m"]["oid"].as_u64(), msg["m"].as_object().cloned())
+            }
             Some("change") => (msg["oid"].as_u64(), msg["set"].as_object().cloned()),
-            Some("reject") if !msg["m"].is_null() => (msg["m"]["oid"].as_u64(), msg["m"].as_object().cloned()),
+            Some("reject") if !msg["m"].is_null() => {
+                (msg["m"]["oid"].as_u64(), msg["m"].as_object().cloned())
+            }
             _ => (None, None),
         };
         if let (Some(oid), Some(attrs)) = (oid, attrs) {
             // A model that no longer exists cannot be checked against current state; messages
             // are checked step by step, so it existed when the message was produced.
             if let Some(item) = server.get(&oid) {
-                prop_assert!(visible(rules, who, item), "step {step}: sent invisible model {oid}: {text}");
+                prop_assert!(
+                    visible(rules, who, item),
+                    "step {step}: sent invisible model {oid}: {text}"
+                );
                 for key in attrs.keys().filter(|k| *k != "oid") {
-                    prop_assert!(attr_readable(rules, who, item, key), "step {step}: sent unreadable `{key}` of {oid}: {text}");
+                    prop_assert!(
+                        attr_readable(rules, who, item, key),
+                        "step {step}: sent unreadable `{key}` of {oid}: {text}"
+                    );
                 }
             }
         }
@@ -180,7 +240,10 @@ fn check_client(
         .iter()
         .filter(|(_, item)| visible(rules, who, item))
         .map(|(oid, item)| {
-            let attrs = item_json(item).into_iter().filter(|(k, _)| attr_readable(rules, who, item, k)).collect();
+            let attrs = item_json(item)
+                .into_iter()
+                .filter(|(k, _)| attr_readable(rules, who, item, k))
+                .collect();
             (*oid, attrs)
         })
         .collect();
@@ -188,11 +251,28 @@ fn check_client(
         .collection("items")
         .into_iter()
         .map(|(oid, attrs)| {
-            let attrs = attrs.into_iter().map(|(k, v)| (*ATTRS.iter().chain(["owner"].iter()).find(|a| **a == k).unwrap_or(&"?"), v)).collect();
+            let attrs = attrs
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        *ATTRS
+                            .iter()
+                            .chain(["owner"].iter())
+                            .find(|a| **a == k)
+                            .unwrap_or(&"?"),
+                        v,
+                    )
+                })
+                .collect();
             (oid, attrs)
         })
         .collect();
-    prop_assert_eq!(held, expected, "step {}: client view differs from the filtered server state", step);
+    prop_assert_eq!(
+        held,
+        expected,
+        "step {}: client view differs from the filtered server state",
+        step
+    );
     Ok(())
 }
 
@@ -200,26 +280,39 @@ async fn run_case(rules: Rules, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let shared_rules = Arc::new(rules);
     let r = shared_rules.clone();
     let app = Omni::<Sess>::new()
-        .collection(Items::with([Item { owner: 0, level: 0, a: 1, b: 2, secret: 3, _token: 31337 }]))
+        .collection(Items::with([Item {
+            owner: 0,
+            level: 0,
+            a: 1,
+            b: 2,
+            secret: 3,
+            _token: 31337,
+        }]))
         .on_connect(move |conn: Conn<Sess>| {
             let r = r.clone();
             async move {
                 conn.update_session(|s| s.rules = Some(*r));
             }
         })
-        .event("login", |conn: Conn<Sess>, _w: World, req: Login| async move {
-            conn.update_session(|s| {
-                s.user = req.user;
-                s.clearance = req.clearance;
-            });
-            conn.sync();
-            Ok::<_, EventError>(())
-        })
+        .event(
+            "login",
+            |conn: Conn<Sess>, _w: World, req: Login| async move {
+                conn.update_session(|s| {
+                    s.user = req.user;
+                    s.clearance = req.clearance;
+                });
+                conn.sync();
+                Ok::<_, EventError>(())
+            },
+        )
         .event("sync", |conn: Conn<Sess>, _w: World, _req: ()| async move {
             conn.sync();
             Ok::<_, EventError>(())
         })
-        .event("ping", |_conn: Conn<Sess>, _w: World, _req: ()| async move { Ok::<_, EventError>(()) });
+        .event(
+            "ping",
+            |_conn: Conn<Sess>, _w: World, _req: ()| async move { Ok::<_, EventError>(()) },
+        );
     let srv = TestServer::start(app).await;
     let items = srv.server.world().collection::<Items>();
     let mut clients = Vec::new();
@@ -233,7 +326,14 @@ async fn run_case(rules: Rules, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let pick = |p: usize| (!oids.is_empty()).then(|| oids[p % oids.len()]);
         match op {
             Op::ServerAdd { owner, level, v } => {
-                items.insert(Item { owner, level, a: v, b: v, secret: v, _token: 31337 });
+                items.insert(Item {
+                    owner,
+                    level,
+                    a: v,
+                    b: v,
+                    secret: v,
+                    _token: 31337,
+                });
             }
             Op::ServerChange { pick: p, attr, v } => {
                 if let Some(oid) = pick(p) {
@@ -260,21 +360,40 @@ async fn run_case(rules: Rules, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     items.remove(oid);
                 }
             }
-            Op::ClientChange { client, pick: p, attr, v } => {
+            Op::ClientChange {
+                client,
+                pick: p,
+                attr,
+                v,
+            } => {
                 if let Some(oid) = pick(p) {
-                    let _ = clients[client].change("items", oid.raw(), json!({ attr: v })).await;
+                    let _ = clients[client]
+                        .change("items", oid.raw(), json!({ attr: v }))
+                        .await;
                 }
             }
             Op::ClientAdd { client, level, v } => {
-                let _ = clients[client].add("items", json!({"level": level, "a": v, "b": v, "secret": v})).await;
+                let _ = clients[client]
+                    .add(
+                        "items",
+                        json!({"level": level, "a": v, "b": v, "secret": v}),
+                    )
+                    .await;
             }
             Op::ClientRemove { client, pick: p } => {
                 if let Some(oid) = pick(p) {
                     let _ = clients[client].remove("items", oid.raw()).await;
                 }
             }
-            Op::Login { client, user, clearance } => {
-                let _: () = clients[client].trigger("login", &json!({"user": user, "clearance": clearance})).await.unwrap();
+            Op::Login {
+                client,
+                user,
+                clearance,
+            } => {
+                let _: () = clients[client]
+                    .trigger("login", &json!({"user": user, "clearance": clearance}))
+                    .await
+                    .unwrap();
                 sessions[client] = (user, clearance);
             }
             Op::Sync { client } => {
@@ -282,7 +401,8 @@ async fn run_case(rules: Rules, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         // Barrier: a round trip per client, answered after everything the step caused.
-        let server: BTreeMap<u64, Item> = items.all().into_iter().map(|(o, i)| (o.raw(), i)).collect();
+        let server: BTreeMap<u64, Item> =
+            items.all().into_iter().map(|(o, i)| (o.raw(), i)).collect();
         for (i, c) in clients.iter_mut().enumerate() {
             let _: () = c.trigger("ping", &()).await.unwrap();
             check_client(step, &rules, sessions[i], &server, c, seen[i])?;

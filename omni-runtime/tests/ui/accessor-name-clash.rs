@@ -1,0 +1,10 @@
+use omni_runtime::prelude::*;
+
+#[derive(Model, Clone, Default)]
+struct Car {
+    model: String,
+    password: String,
+    _password: String,
+}
+
+fn main() {}

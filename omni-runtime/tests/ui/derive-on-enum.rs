@@ -1,0 +1,10 @@
+use omni_runtime::prelude::*;
+
+#[derive(Model, Clone, Default)]
+enum Player {
+    #[default]
+    Online,
+    Offline,
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use omni_runtime::prelude::*;
+
+#[derive(Model, Clone, Default)]
+struct Player {
+    oid: u64,
+    t: String,
+    name: String,
+}
+
+fn main() {}
