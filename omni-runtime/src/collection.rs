@@ -56,6 +56,13 @@ pub trait CollectionPermissions<S>: Collection {
         let _ = (ctx, model);
         false
     }
+    /// May this connection subscribe to `channel` of a collection with channels
+    /// ([`Omni::channels`](crate::Omni::channels))? Default: yes. What it then sees is still
+    /// filtered by the model's `can_read`.
+    fn can_subscribe(&self, ctx: &Ctx<'_, S>, channel: &str) -> bool {
+        let _ = (ctx, channel);
+        true
+    }
     /// Called on the server after a client's model was created and before it is sent to anyone,
     /// to fill in server-side fields (owner, timestamps). Default: nothing.
     fn on_create(&self, ctx: &Ctx<'_, S>, model: &mut Self::Model) {

@@ -84,6 +84,35 @@ impl<S: Send + Sync + 'static> Conn<S> {
         self.shared.engine.lock().sync_conn(self.id);
     }
 
+    /// Subscribes this client to `channel` of collection `C` (which must have channels, see
+    /// [`Omni::channels`](crate::Omni::channels)) and sends it the models it now sees. Server
+    /// code is not asked `can_subscribe`. Returns whether the subscription is new.
+    pub fn subscribe<C: crate::collection::Collection>(&self, channel: &str) -> bool {
+        self.set_channel::<C>(channel, true)
+    }
+
+    /// Unsubscribes this client from `channel` of collection `C`; it loses that channel's
+    /// models. Returns whether it was subscribed.
+    pub fn unsubscribe<C: crate::collection::Collection>(&self, channel: &str) -> bool {
+        self.set_channel::<C>(channel, false)
+    }
+
+    fn set_channel<C: crate::collection::Collection>(&self, channel: &str, on: bool) -> bool {
+        let mut guard = self.shared.engine.lock();
+        let engine = &mut *guard;
+        let Some(idx) = engine
+            .colls
+            .iter()
+            .position(|c| c.type_id() == std::any::TypeId::of::<C>())
+        else {
+            return false;
+        };
+        let Some(conn) = engine.conns.get_mut(&self.id) else {
+            return false;
+        };
+        engine.colls[idx].server_subscribe(self.id, conn, channel, on)
+    }
+
     /// Sends an event to this client only (`Omni.on(name, cb)` on the client). Returns `false`
     /// if the client is gone.
     pub fn emit<T: serde::Serialize + ?Sized>(&self, name: &str, data: &T) -> bool {

@@ -108,6 +108,19 @@ pub enum WorldError {
         /// Collection wire name.
         collection: &'static str,
     },
+    /// The storage (a middleware or the backend) refused or failed the write; nothing changed.
+    Storage {
+        /// Collection wire name.
+        collection: &'static str,
+        /// The model's Rust type name.
+        model: &'static str,
+        /// `insert`, `update`, `replace` or `remove`.
+        op: &'static str,
+        /// The model's OID, if it had one.
+        oid: Option<u64>,
+        /// The storage's message.
+        reason: String,
+    },
 }
 
 impl fmt::Display for WorldError {
@@ -115,6 +128,19 @@ impl fmt::Display for WorldError {
         match self {
             WorldError::NoSuchModel { collection, oid } => {
                 write!(f, "collection `{collection}` has no model with oid {oid}")
+            }
+            WorldError::Storage {
+                collection,
+                model,
+                op,
+                oid,
+                reason,
+            } => {
+                write!(f, "{op} of {collection}/{model}")?;
+                if let Some(oid) = oid {
+                    write!(f, " {oid}")?;
+                }
+                write!(f, " failed: {reason}")
             }
             WorldError::NoSuchCollection { collection } => {
                 write!(

@@ -36,10 +36,12 @@ use warp::filters::ws::{Message, WebSocket, Ws};
 
 use crate::collection::{CollectionPermissions, Seeded};
 use crate::conn::{Conn, ConnId};
-use crate::engine::{ConnState, Engine, Request, Store, panic_message};
+use crate::engine::{Announce, Codec, ConnState, Engine, Request, Store, panic_message};
 use crate::error::EventError;
 use crate::model::{Model, Permissions};
 use crate::outbox::{Drain, Outbox, frame};
+use crate::rules::Rules;
+use crate::storage::{Backend, Middleware, StoreError};
 use crate::world::{World, WorldCore};
 use crate::{assets, wire};
 
@@ -147,7 +149,7 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
             C::NAME
         );
         let idx = self.engine.colls.len();
-        let store = Store::new(collection.into(), idx, &mut self.engine.next_oid);
+        let store = Store::<C, S>::new(collection.into(), idx);
         self.engine.colls.push(Box::new(store));
         <C::Model as Model>::describe(&mut self.schema);
         self.schema.collections.push(CollectionSchema {
@@ -155,6 +157,95 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
             model: <C::Model as Model>::NAME.to_owned(),
             docs: C::DOCS.map(str::to_owned),
         });
+        self
+    }
+
+    /// The registered `Store` of collection `C`.
+    fn store_mut<C>(&mut self, what: &str) -> &mut Store<C, S>
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+    {
+        let found = self
+            .engine
+            .colls
+            .iter_mut()
+            .find(|c| c.type_id() == std::any::TypeId::of::<C>())
+            .and_then(|c| c.as_any_mut().downcast_mut::<Store<C, S>>());
+        match found {
+            Some(store) => store,
+            None => panic!(
+                "`{what}::<{}>()` needs the collection `{}` registered first: call `.collection(...)` before it",
+                std::any::type_name::<C>(),
+                C::NAME
+            ),
+        }
+    }
+
+    /// Sets the storage backend (Backbone.IO's backend): [`MemoryStore`](crate::storage::MemoryStore)
+    /// by default, [`RedbStore`](crate::storage::RedbStore) for a durable one. Collections
+    /// registered with [`Omni::persist`] are loaded from it when the server is built, and every
+    /// write to them is stored before it is applied and acknowledged.
+    pub fn storage(mut self, backend: impl Backend) -> Self {
+        self.engine.storage.backend = Arc::new(backend);
+        self
+    }
+
+    /// Adds a middleware to the storage stack (Backbone.IO's `backend.use`). Middleware run in
+    /// the order they were added, on every create, update and delete of every collection and on
+    /// a client's one-shot read; see [`storage`](crate::storage).
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.engine.storage.stack.push(Arc::new(middleware));
+        self
+    }
+
+    /// Keeps collection `C` in the storage backend: loaded from it at start (seeded with the
+    /// collection's initial models the first time), every write stored before it is applied.
+    /// The model is stored whole, server-private fields included, with serde.
+    ///
+    /// # Panics
+    /// If `C` was not registered with [`Omni::collection`] before.
+    pub fn persist<C>(mut self) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S> + Serialize + DeserializeOwned,
+    {
+        self.store_mut::<C>("persist").codec = Some(Codec {
+            encode: |m| serde_json::to_vec(m).map_err(|e| e.to_string()),
+            decode: |b| serde_json::from_slice(b).map_err(|e| e.to_string()),
+        });
+        self
+    }
+
+    /// Scopes collection `C` by channel: `channel(model)` names the channel a model belongs to
+    /// (a chat room), and a client holds only the models of the channels it subscribed to
+    /// (`Omni.collections.messages.subscribe("lobby")`, or [`Conn::subscribe`] from the server),
+    /// as far as `can_read` allows. [`CollectionPermissions::can_subscribe`] decides who may
+    /// subscribe to what.
+    ///
+    /// # Panics
+    /// If `C` was not registered with [`Omni::collection`] before.
+    pub fn channels<C>(mut self, channel: fn(&C::Model) -> &str) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+    {
+        self.store_mut::<C>("channels").channel = Some(channel);
+        self
+    }
+
+    /// Per-action rules for collection `C` (Halo's routes): allow or deny `create`, `read`,
+    /// `update`, `destroy` and `list` as a whole, or decide them with handlers; see
+    /// [`rules`](crate::rules).
+    ///
+    /// # Panics
+    /// If `C` was not registered with [`Omni::collection`] before.
+    pub fn rules<C>(mut self, rules: Rules<S>) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+    {
+        self.store_mut::<C>("rules").rules = rules;
         self
     }
 
@@ -256,9 +347,22 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
 
     /// Finishes the builder. The server does not listen yet: see [`Server::serve`],
     /// [`Server::routes`] and [`Omni::listen`].
+    ///
+    /// # Panics
+    /// If the storage cannot load the persisted collections; [`Omni::try_build`] returns the
+    /// error instead.
     pub fn build(self) -> Server<S> {
+        match self.try_build() {
+            Ok(server) => server,
+            Err(e) => panic!("the server cannot start: {e}"),
+        }
+    }
+
+    /// Finishes the builder, loading persisted collections from the storage.
+    pub fn try_build(mut self) -> Result<Server<S>, StoreError> {
+        self.engine.load()?;
         let assets = assets::Assets::build(&self.schema, self.config.development);
-        Server {
+        Ok(Server {
             shared: Arc::new(Shared {
                 engine: Mutex::new(self.engine),
                 events: self.events,
@@ -269,13 +373,14 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
                 assets,
                 next_conn: AtomicU64::new(0),
             }),
-        }
+        })
     }
 
     /// Builds the server and serves it on `addr` until the process ends.
     pub async fn listen(self, addr: impl Into<SocketAddr>) -> std::io::Result<()> {
+        let server = self.try_build().map_err(std::io::Error::other)?;
         let listener = tokio::net::TcpListener::bind(addr.into()).await?;
-        self.build().serve(listener).await;
+        server.serve(listener).await;
         Ok(())
     }
 }
@@ -415,13 +520,10 @@ impl<S: Send + Sync + 'static> WorldCore for Shared<S> {
             .position(|c| c.type_id() == type_id)
     }
 
-    fn insert(&self, idx: usize, model: Box<dyn std::any::Any>) -> u64 {
-        let mut guard = self.engine.lock();
-        let engine = &mut *guard;
-        engine.next_oid += 1;
-        let oid = engine.next_oid;
-        engine.colls[idx].server_insert(&mut engine.conns, oid, model);
-        oid
+    fn insert(&self, idx: usize, model: Box<dyn std::any::Any>) -> Result<u64, StoreError> {
+        let mut engine = self.engine.lock();
+        let (coll, env) = engine.split(idx);
+        coll.server_insert(env, model)
     }
 
     fn update(
@@ -429,16 +531,26 @@ impl<S: Send + Sync + 'static> WorldCore for Shared<S> {
         idx: usize,
         oid: u64,
         f: &mut dyn FnMut(&mut dyn std::any::Any, &mut crate::model::AttrSet),
-    ) -> bool {
-        let mut guard = self.engine.lock();
-        let engine = &mut *guard;
-        engine.colls[idx].server_update(&mut engine.conns, oid, f)
+    ) -> Result<bool, StoreError> {
+        let mut engine = self.engine.lock();
+        let (coll, env) = engine.split(idx);
+        coll.server_update(env, oid, f)
     }
 
-    fn remove(&self, idx: usize, oid: u64) -> Option<Box<dyn std::any::Any + Send>> {
+    fn remove(
+        &self,
+        idx: usize,
+        oid: u64,
+    ) -> Result<Option<Box<dyn std::any::Any + Send>>, StoreError> {
+        let mut engine = self.engine.lock();
+        let (coll, env) = engine.split(idx);
+        coll.server_remove(env, oid)
+    }
+
+    fn announce(&self, idx: usize, what: Announce) -> bool {
         let mut guard = self.engine.lock();
         let engine = &mut *guard;
-        engine.colls[idx].server_remove(&mut engine.conns, oid)
+        engine.colls[idx].announce(&mut engine.conns, &mut engine.next_oid, what)
     }
 
     fn read(&self, idx: usize, f: &mut dyn FnMut(&dyn std::any::Any)) {
@@ -543,16 +655,10 @@ async fn connection<S: Default + Send + Sync + 'static>(shared: Arc<Shared<S>>, 
     let outbox = Arc::new(Outbox::new(shared.config.max_queue_bytes));
     {
         let mut engine = shared.engine.lock();
-        let held = vec![HashMap::new(); engine.colls.len()];
-        engine.conns.insert(
-            id,
-            ConnState {
-                session: S::default(),
-                outbox: outbox.clone(),
-                held,
-                ready: false,
-            },
-        );
+        let colls = engine.colls.len();
+        engine
+            .conns
+            .insert(id, ConnState::new(S::default(), outbox.clone(), colls));
     }
     let conn = Conn {
         id,
@@ -787,7 +893,7 @@ fn dispatch<S: Default + Send + Sync + 'static>(
     let kind = str_field(obj, "t")?;
     let req = req.ok_or("missing field `id` (a non-negative integer the answer will carry)")?;
     match kind {
-        "change" | "add" | "remove" => {
+        "change" | "add" | "remove" | "read" | "sub" | "unsub" => {
             let coll = str_field(obj, "c")?;
             let request = match kind {
                 "change" => Request::Change {
@@ -798,22 +904,23 @@ fn dispatch<S: Default + Send + Sync + 'static>(
                     tmp: str_field(obj, "tmp")?,
                     attrs: obj_field(obj, "m")?,
                 },
-                _ => Request::Remove {
+                "remove" => Request::Remove {
                     oid: u64_field(obj, "oid")?,
                 },
+                "read" => Request::Read {
+                    oid: u64_field(obj, "oid")?,
+                },
+                _ => Request::Subscribe {
+                    channel: str_field(obj, "ch")?,
+                    on: kind == "sub",
+                },
             };
-            let mut guard = shared.engine.lock();
-            let engine = &mut *guard;
+            let mut engine = shared.engine.lock();
             let idx = engine
                 .coll_index(coll)
                 .ok_or_else(|| format!("unknown collection `{coll}`"))?;
-            engine.colls[idx].client_request(
-                &mut engine.conns,
-                conn.id,
-                req,
-                request,
-                &mut engine.next_oid,
-            );
+            let (coll, env) = engine.split(idx);
+            coll.client_request(env, conn.id, req, request);
             Ok(())
         }
         "event" => {
@@ -847,7 +954,7 @@ fn dispatch<S: Default + Send + Sync + 'static>(
             Ok(())
         }
         other => Err(format!(
-            "unknown message type `{other}` (expected change, add, remove or event)"
+            "unknown message type `{other}` (expected change, add, remove, read, sub, unsub or event)"
         )),
     }
 }

@@ -21,15 +21,23 @@ use serde::Serialize;
 
 use crate::collection::Collection;
 use crate::conn::ConnId;
+use crate::engine::Announce;
 use crate::error::WorldError;
 use crate::model::{AttrSet, Model, Oid};
+use crate::storage::StoreError;
 
 /// The object-safe face of the engine, so [`World`] needs no session type parameter.
 pub(crate) trait WorldCore: Send + Sync {
     fn coll_index(&self, type_id: std::any::TypeId) -> Option<usize>;
-    fn insert(&self, idx: usize, model: Box<dyn Any>) -> u64;
-    fn update(&self, idx: usize, oid: u64, f: &mut dyn FnMut(&mut dyn Any, &mut AttrSet)) -> bool;
-    fn remove(&self, idx: usize, oid: u64) -> Option<Box<dyn Any + Send>>;
+    fn insert(&self, idx: usize, model: Box<dyn Any>) -> Result<u64, StoreError>;
+    fn update(
+        &self,
+        idx: usize,
+        oid: u64,
+        f: &mut dyn FnMut(&mut dyn Any, &mut AttrSet),
+    ) -> Result<bool, StoreError>;
+    fn remove(&self, idx: usize, oid: u64) -> Result<Option<Box<dyn Any + Send>>, StoreError>;
+    fn announce(&self, idx: usize, what: Announce) -> bool;
     fn read(&self, idx: usize, f: &mut dyn FnMut(&dyn Any));
     fn broadcast(&self, msg: Bytes);
     fn connection_ids(&self) -> Vec<ConnId>;
@@ -102,12 +110,39 @@ type Models<M> = BTreeMap<u64, M>;
 
 impl<C: Collection> Coll<C> {
     /// Adds a model; every connection that may see it gets an `add`. Returns its new OID.
+    ///
+    /// # Panics
+    /// If the storage refuses or fails to store it (only possible with a middleware that
+    /// refuses, or a durable backend); use [`Coll::try_insert`] to handle that.
     pub fn insert(&self, model: C::Model) -> Oid<C::Model> {
-        Oid::from_raw(self.core.insert(self.idx, Box::new(model)))
+        match self.try_insert(model) {
+            Ok(oid) => oid,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Adds a model through the storage; every connection that may see it gets an `add`.
+    pub fn try_insert(&self, model: C::Model) -> Result<Oid<C::Model>, WorldError> {
+        self.core
+            .insert(self.idx, Box::new(model))
+            .map(Oid::from_raw)
+            .map_err(|e| self.storage_error("insert", None, e))
+    }
+
+    fn storage_error(&self, op: &'static str, oid: Option<u64>, e: StoreError) -> WorldError {
+        WorldError::Storage {
+            collection: C::NAME,
+            model: <C::Model as Model>::NAME,
+            op,
+            oid,
+            reason: e.to_string(),
+        }
     }
 
     /// Changes a model through its tracking view (`p.set_x(10)`); connections get exactly the
-    /// attributes the setters touched, as far as they may read them.
+    /// attributes the setters touched, as far as they may read them. With a storage that keeps
+    /// the collection, the new model is stored first; if that fails the model is restored and
+    /// nothing is sent.
     pub fn update<R>(
         &self,
         oid: Oid<C::Model>,
@@ -115,12 +150,15 @@ impl<C: Collection> Coll<C> {
     ) -> Result<R, WorldError> {
         let mut f = Some(f);
         let mut result = None;
-        let found = self.core.update(self.idx, oid.raw(), &mut |any, changed| {
-            if let (Some(model), Some(f)) = (any.downcast_mut::<C::Model>(), f.take()) {
-                let mut view = model.view_mut(changed);
-                result = Some(f(&mut view));
-            }
-        });
+        let found = self
+            .core
+            .update(self.idx, oid.raw(), &mut |any, changed| {
+                if let (Some(model), Some(f)) = (any.downcast_mut::<C::Model>(), f.take()) {
+                    let mut view = model.view_mut(changed);
+                    result = Some(f(&mut view));
+                }
+            })
+            .map_err(|e| self.storage_error("update", Some(oid.raw()), e))?;
         match result {
             Some(r) if found => Ok(r),
             _ => Err(WorldError::NoSuchModel {
@@ -133,12 +171,15 @@ impl<C: Collection> Coll<C> {
     /// Replaces a model wholesale; every public attribute counts as changed.
     pub fn replace(&self, oid: Oid<C::Model>, model: C::Model) -> Result<(), WorldError> {
         let mut model = Some(model);
-        let found = self.core.update(self.idx, oid.raw(), &mut |any, changed| {
-            if let (Some(slot), Some(new)) = (any.downcast_mut::<C::Model>(), model.take()) {
-                *slot = new;
-                *changed = AttrSet::first(<C::Model as Model>::ATTRS.len());
-            }
-        });
+        let found = self
+            .core
+            .update(self.idx, oid.raw(), &mut |any, changed| {
+                if let (Some(slot), Some(new)) = (any.downcast_mut::<C::Model>(), model.take()) {
+                    *slot = new;
+                    *changed = AttrSet::first(<C::Model as Model>::ATTRS.len());
+                }
+            })
+            .map_err(|e| self.storage_error("replace", Some(oid.raw()), e))?;
         if found {
             Ok(())
         } else {
@@ -149,12 +190,57 @@ impl<C: Collection> Coll<C> {
         }
     }
 
-    /// Removes a model; every connection holding it gets a `remove`.
+    /// Removes a model; every connection holding it gets a `remove`. `None` if there is no such
+    /// model, or if the storage refused to delete it (logged; see [`Coll::try_remove`]).
     pub fn remove(&self, oid: Oid<C::Model>) -> Option<C::Model> {
+        match self.try_remove(oid) {
+            Ok(model) => Some(model),
+            Err(WorldError::NoSuchModel { .. }) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "remove failed");
+                None
+            }
+        }
+    }
+
+    /// Removes a model through the storage; every connection holding it gets a `remove`.
+    pub fn try_remove(&self, oid: Oid<C::Model>) -> Result<C::Model, WorldError> {
         self.core
             .remove(self.idx, oid.raw())
+            .map_err(|e| self.storage_error("remove", Some(oid.raw()), e))?
             .and_then(|b| b.downcast::<C::Model>().ok())
             .map(|b| *b)
+            .ok_or(WorldError::NoSuchModel {
+                collection: C::NAME,
+                oid: oid.raw(),
+            })
+    }
+
+    /// Announces a model created outside the engine, e.g. written to the database by another
+    /// program, under the id it got there (Backbone.IO's `backend.emit('created', model)`):
+    /// it is added to the collection and sent to every connection that may see it, without
+    /// going through the storage. `false` if the OID is already in use.
+    pub fn announce_created(&self, oid: Oid<C::Model>, model: C::Model) -> bool {
+        oid.raw() != 0
+            && self
+                .core
+                .announce(self.idx, Announce::Created(oid.raw(), Box::new(model)))
+    }
+
+    /// Announces the new value of a model changed outside the engine
+    /// (`backend.emit('updated', model)`): connections get the attributes whose value differs,
+    /// as far as they may read them; the storage is not called. `false` if there is no such
+    /// model.
+    pub fn announce_updated(&self, oid: Oid<C::Model>, model: C::Model) -> bool {
+        self.core
+            .announce(self.idx, Announce::Updated(oid.raw(), Box::new(model)))
+    }
+
+    /// Announces that a model was deleted outside the engine (`backend.emit('deleted', …)`):
+    /// connections holding it get a `remove`; the storage is not called. `false` if there is no
+    /// such model.
+    pub fn announce_deleted(&self, oid: Oid<C::Model>) -> bool {
+        self.core.announce(self.idx, Announce::Deleted(oid.raw()))
     }
 
     fn with_models<R>(&self, f: impl FnOnce(&Models<C::Model>) -> R) -> R {

@@ -4,9 +4,11 @@
 mod apps;
 mod collections;
 mod connections;
+mod durable;
 mod events;
 mod hardening;
 mod http;
 mod leaks;
 mod order;
+mod storage;
 mod sync;

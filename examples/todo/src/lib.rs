@@ -4,6 +4,9 @@
 //! Anyone may add a todo and toggle any todo; only its creator may remove it. The creator is
 //! recognised by a secret token the page keeps in `localStorage` and sends with `identify`;
 //! the token is stored in a server-only field and never sent to any client.
+//!
+//! In memory by default; `--data todos.redb` keeps the list in a durable redb file, so it
+//! survives a restart (even a `kill -9`): every change is on disk before it is acknowledged.
 
 use omni_runtime::prelude::*;
 
@@ -16,8 +19,8 @@ pub struct Session {
     pub name: String,
 }
 
-/// One todo.
-#[derive(Model, Clone, Default, Debug)]
+/// One todo. `Serialize`/`Deserialize` let the durable store keep it whole.
+#[derive(Model, Clone, Default, Debug, Serialize, Deserialize)]
 pub struct Todo {
     /// What to do.
     pub title: String,
@@ -82,7 +85,7 @@ pub async fn identify(conn: Conn<Session>, _world: World, req: Identify) -> Resu
     Ok(())
 }
 
-/// The todo server.
+/// The todo server, in memory: `.storage(RedbStore::open(path)?)` makes it durable.
 pub fn app(public_dir: impl Into<std::path::PathBuf>) -> Omni<Session> {
     Omni::<Session>::new()
         .collection(Todos::with([Todo {
@@ -90,7 +93,45 @@ pub fn app(public_dir: impl Into<std::path::PathBuf>) -> Omni<Session> {
             owner: "omni".into(),
             ..Default::default()
         }]))
+        .persist::<Todos>()
+        .middleware(omni_runtime::storage::Logging)
         .event("identify", identify)
         .static_dir(public_dir)
         .development(cfg!(debug_assertions))
+}
+
+/// The todo example's command line.
+#[derive(clap::Parser, Debug)]
+#[command(version, about = "The Omni todo example")]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+    /// Directory of the page.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/public"))]
+    pub public: std::path::PathBuf,
+    /// Keep the todos in this redb file (created if missing) instead of in memory only.
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
+}
+
+/// Runs the example with command-line arguments; prints the address it listens on.
+pub async fn main_with(args: Args) -> std::io::Result<()> {
+    let mut omni = app(args.public);
+    if let Some(path) = &args.data {
+        omni = omni.storage(RedbStore::open(path).map_err(std::io::Error::other)?);
+    }
+    let server = omni.try_build().map_err(std::io::Error::other)?;
+    let listener = tokio::net::TcpListener::bind((args.host, args.port)).await?;
+    let addr = listener.local_addr()?;
+    let store = match &args.data {
+        Some(path) => format!("stored in {}", path.display()),
+        None => "in memory".to_owned(),
+    };
+    println!("omni todo listening on http://{addr}/ ({store}; open it in two browser windows)");
+    server.serve(listener).await;
+    Ok(())
 }

@@ -1,32 +1,12 @@
 //! Runs the todo example: `cargo run -p example-todo`, then open the printed address in two
-//! browser windows.
+//! browser windows. `cargo run -p example-todo -- --data todos.redb` keeps the list on disk.
 
 use clap::Parser;
-
-/// The Omni todo example.
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: std::net::IpAddr,
-    /// Port to listen on (0 picks a free one).
-    #[arg(long, default_value_t = 3000)]
-    port: u16,
-    /// Directory of the page.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/public"))]
-    public: std::path::PathBuf,
-}
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
-    let args = Args::parse();
-    let listener = tokio::net::TcpListener::bind((args.host, args.port)).await?;
-    let addr = listener.local_addr()?;
-    println!("omni todo listening on http://{addr}/ (open it in two browser windows)");
-    example_todo::app(args.public).build().serve(listener).await;
-    Ok(())
+    example_todo::main_with(example_todo::Args::parse()).await
 }
