@@ -21,6 +21,8 @@ cargo test --workspace
 step "build the game example"
 cargo build -p example-game
 export OMNI_GAME_BIN="$root/target/debug/example-game"
+cargo build -p omni-tests --bin channels-server
+export OMNI_CHANNELS_BIN="$root/target/debug/channels-server"
 
 if [ -f tests/node/package.json ]; then
   step "npm packages for the Node and browser tests"

@@ -231,6 +231,10 @@ function createOmni(SCHEMA, env) {
     add(models, options) { return engine.localAdd(this._ci, models, options); }
     create(attrs, options) { return engine.create(this._ci, attrs, options); }
     remove(models, options) { return engine.localRemove(this._ci, models, options); }
+    subscribe(channel) { return engine.channel(this._ci, channel, true); }
+    unsubscribe(channel) { return engine.channel(this._ci, channel, false); }
+    channels() { return Array.from(this._ci.channels); }
+    read(oid) { return engine.read(this._ci, oid); }
     trigger(name) {
       this._fire(name, Array.prototype.slice.call(arguments, 1));
       return this;
@@ -322,6 +326,10 @@ function createOmni(SCHEMA, env) {
         return engine.localRemove(ci, models, options);
       },
       create: function (attrs, options) { return engine.create(ci, attrs, options); },
+      subscribe: function (channel) { return engine.channel(ci, channel, true); },
+      unsubscribe: function (channel) { return engine.channel(ci, channel, false); },
+      channels: function () { return Array.from(ci.channels); },
+      read: function (oid) { return engine.read(ci, oid); },
       fetch: function () { return Promise.resolve(this); },
       sync: function () { return null; }
     });
@@ -364,7 +372,7 @@ function createOmni(SCHEMA, env) {
     BB = Backbone || null;
     adapter = BB ? backboneAdapter(BB) : plainAdapter;
     cis = SCHEMA.collections.map(function (spec) {
-      const ci = { name: spec.name, spec: spec, attrs: {}, readonly: {}, byOid: new Map(), byTmp: new Map(), loaded: false, coll: null, Model: null };
+      const ci = { name: spec.name, spec: spec, attrs: {}, readonly: {}, byOid: new Map(), byTmp: new Map(), channels: new Set(), loaded: false, coll: null, Model: null };
       for (const a of spec.attrs) { ci.attrs[a] = true; }
       for (const a of spec.readonly) { ci.readonly[a] = true; }
       if (BB) {
@@ -559,6 +567,16 @@ function createOmni(SCHEMA, env) {
       req.reject(err);
       return;
     }
+    if (req.kind === "sub" || req.kind === "unsub" || req.kind === "read") {
+      err.collection = req.ci.name;
+      if (req.kind === "sub") {
+        err.channel = req.channel;
+        /* a refused subscription is forgotten; a dropped socket keeps it for the reconnect */
+        if (msg || reason.indexOf("disconnected") < 0) { req.ci.channels.delete(req.channel); }
+      }
+      req.reject(err);
+      return;
+    }
     const model = req.model;
     if (req.kind === "change") {
       err.oid = model.get("oid");
@@ -638,6 +656,10 @@ function createOmni(SCHEMA, env) {
   function onAck(msg) {
     const req = take(msg.id);
     if (!req) { return; }
+    if (req.kind === "sub" || req.kind === "unsub") {
+      req.resolve();
+      return;
+    }
     if (req.kind === "change") { settleChange(req, undefined, null); }
     settleWaiters(req.waiters, null, req.model);
   }
@@ -772,6 +794,30 @@ function createOmni(SCHEMA, env) {
       return many ? out : out[0];
     },
 
+    /* Subscribes to (on) or leaves (!on) a channel; remembered for reconnects. */
+    channel: function (ci, channel, on) {
+      channel = String(channel);
+      if (on) { ci.channels.add(channel); } else { ci.channels.delete(channel); }
+      return new Promise(function (resolve, reject) {
+        const kind = on ? "sub" : "unsub";
+        if (!live) {
+          if (wanted) { resolve(); } else { reject(new OmniError("not connected: call Omni.connect() first", { request: kind })); }
+          return;
+        }
+        request({ kind: kind, ci: ci, channel: channel, resolve: resolve, reject: reject }, { t: kind, c: ci.name, ch: channel });
+      });
+    },
+
+    read: function (ci, oid) {
+      return new Promise(function (resolve, reject) {
+        if (!live) {
+          reject(new OmniError("not connected", { request: "read" }));
+          return;
+        }
+        request({ kind: "read", ci: ci, resolve: resolve, reject: reject }, { t: "read", c: ci.name, oid: Number(oid) });
+      });
+    },
+
     create: function (ci, attrs, opts) {
       return new Promise(function (resolve, reject) {
         engine.localAdd(ci, attrs, Object.assign({}, opts, { _omniWaiter: { resolve: resolve, reject: reject } }));
@@ -829,6 +875,12 @@ function createOmni(SCHEMA, env) {
         attempt = 0;
         const queued = outbox;
         outbox = [];
+        /* channels survive reconnects: subscribe again (the server forgot them) */
+        for (const c of cis) {
+          for (const ch of c.channels) {
+            request({ kind: "sub", ci: c, channel: ch, resolve: function () {}, reject: function (e) { raise(c, null, e); } }, { t: "sub", c: c.name, ch: ch });
+          }
+        }
         for (const q of queued) { request(q[0], q[1]); }
         if (first) {
           isReady = true;
@@ -877,7 +929,13 @@ function createOmni(SCHEMA, env) {
         break;
       case "reply":
         req = take(msg.id);
-        if (req && req.kind === "event") {
+        if (req && req.kind === "read") {
+          if (hasOwn(msg, "err")) {
+            failRequest(req, null, String(msg.err));
+          } else {
+            req.resolve(msg.ok);
+          }
+        } else if (req && req.kind === "event") {
           if (hasOwn(msg, "err")) {
             req.reject(new OmniError(String(msg.err), { request: "event", event: req.name, id: msg.id }));
           } else {

@@ -16,7 +16,7 @@ export interface OmniError extends Error {
   /** What went wrong, as the server (or the client) said it. */
   readonly reason: string;
   /** The kind of request that failed. */
-  readonly request?: "change" | "add" | "remove" | "event" | "local" | "hello";
+  readonly request?: "change" | "add" | "remove" | "event" | "local" | "hello" | "sub" | "unsub" | "read";
   readonly collection?: string;
   readonly event?: string;
   readonly oid?: number;
@@ -94,6 +94,18 @@ export interface Collection<A extends { readonly oid: number }, M extends Model<
   /** Removes at once and asks the server to delete; the server's refusal puts the model back. */
   remove(model: M | number | string, options?: SetOptions): M | undefined;
   remove(models: Array<M | number | string>, options?: SetOptions): M[];
+  /**
+   * Subscribes to a channel of a collection the server scoped by channel (a chat room): its
+   * models arrive as `add`s, and stay in sync. Kept across reconnects. Rejects if the server
+   * refuses (`can_subscribe`) or the collection has no channels.
+   */
+  subscribe(channel: string): Promise<void>;
+  /** Leaves a channel: its models are removed locally. */
+  unsubscribe(channel: string): Promise<void>;
+  /** The channels this client subscribed to. */
+  channels(): string[];
+  /** A one-shot read of one model by OID (allowed even where the collection is not listed). */
+  read(oid: number): Promise<A>;
   on(event: "add" | "remove", callback: (model: M, collection: this, options: SetOptions) => void, context?: Ctx): this;
   on(event: "reset", callback: (collection: this, options: SetOptions) => void, context?: Ctx): this;
   on(event: "change", callback: (model: M, options: SetOptions) => void, context?: Ctx): this;
