@@ -494,6 +494,7 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "omni listening");
         }
+        no_delay(&listener);
         warp::serve(self.routes()).incoming(listener).run().await
     }
 
@@ -503,6 +504,7 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
+        no_delay(&listener);
         warp::serve(self.routes())
             .incoming(listener)
             .graceful(shutdown)
@@ -575,6 +577,15 @@ impl<S: Send + Sync + 'static> WorldCore for Shared<S> {
             .collect();
         ids.sort();
         ids
+    }
+}
+
+/// Turns off Nagle's algorithm on the listener, which accepted sockets inherit (Linux, BSD):
+/// realtime frames are small and must leave at once. With it on, a frame written while an
+/// earlier one is unacknowledged waits for the peer's delayed ACK (up to 40 ms).
+fn no_delay(listener: &tokio::net::TcpListener) {
+    if let Err(e) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
+        tracing::warn!(error = %e, "cannot set TCP_NODELAY; small frames may be delayed");
     }
 }
 
