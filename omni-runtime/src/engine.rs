@@ -26,7 +26,7 @@ use crate::conn::ConnId;
 use crate::model::{Access, AttrSet, Attribute, Model, Oid, Permissions};
 use crate::outbox::Outbox;
 use crate::rules::{Action, Rules};
-use crate::storage::{Method, Storage, StoreError, StoreRequest};
+use crate::storage::{Method, Storage, StoreError, StoreRequest, Ticket};
 use crate::wire::{self, Target};
 
 /// The state of one connection as the engine sees it.
@@ -287,7 +287,7 @@ impl<C: Collection, S> Store<C, S> {
         doc: Option<&[u8]>,
         changed: &[&'static str],
         conn: Option<ConnId>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Ticket>, StoreError> {
         let mut req = StoreRequest {
             method,
             collection: C::NAME,
@@ -297,6 +297,7 @@ impl<C: Collection, S> Store<C, S> {
             changed,
             conn,
             persist: self.codec.is_some(),
+            pending: None,
         };
         let proposed = *oid;
         storage.run(&mut req)?;
@@ -310,7 +311,14 @@ impl<C: Collection, S> Store<C, S> {
             }
             *oid = req.oid;
         }
-        Ok(())
+        Ok(req.pending.take())
+    }
+}
+
+/// Holds what a client is sent from now on until its write is durable (group commit).
+fn hold<S>(conns: &Conns<S>, conn_id: ConnId, ticket: Option<Ticket>) {
+    if let (Some(ticket), Some(conn)) = (ticket, conns.get(&conn_id)) {
+        Outbox::hold(&conn.outbox, ticket);
     }
 }
 
@@ -522,15 +530,17 @@ where
         }
         let doc = self.encode(&next, oid).map_err(|e| e.to_string())?;
         let mut key = oid;
-        self.store(
-            env.storage,
-            Method::Update,
-            &mut key,
-            doc.as_deref(),
-            &names,
-            Some(conn_id),
-        )
-        .map_err(|e| format!("{}: {e}", self.describe(oid)))?;
+        let ticket = self
+            .store(
+                env.storage,
+                Method::Update,
+                &mut key,
+                doc.as_deref(),
+                &names,
+                Some(conn_id),
+            )
+            .map_err(|e| format!("{}: {e}", self.describe(oid)))?;
+        hold(env.conns, conn_id, ticket);
         self.models.insert(oid, next);
         self.fanout_change(env.conns, oid, changed);
         Ok(())
@@ -580,15 +590,17 @@ where
         .ok_or_else(|| format!("the server failed to create the model in `{}`", C::NAME))?;
         let mut oid = *env.next_oid + 1;
         let doc = self.encode(&model, oid).map_err(|e| e.to_string())?;
-        self.store(
-            env.storage,
-            Method::Create,
-            &mut oid,
-            doc.as_deref(),
-            &[],
-            Some(conn_id),
-        )
-        .map_err(|e| format!("{}: {e}", C::NAME))?;
+        let ticket = self
+            .store(
+                env.storage,
+                Method::Create,
+                &mut oid,
+                doc.as_deref(),
+                &[],
+                Some(conn_id),
+            )
+            .map_err(|e| format!("{}: {e}", C::NAME))?;
+        hold(env.conns, conn_id, ticket);
         *env.next_oid = (*env.next_oid).max(oid);
         self.models.insert(oid, model);
         self.fanout_added(env.conns, oid, Some((conn_id, req, tmp)));
@@ -614,15 +626,17 @@ where
             ));
         }
         let mut key = oid;
-        self.store(
-            env.storage,
-            Method::Delete,
-            &mut key,
-            None,
-            &[],
-            Some(conn_id),
-        )
-        .map_err(|e| format!("{}: {e}", self.describe(oid)))?;
+        let ticket = self
+            .store(
+                env.storage,
+                Method::Delete,
+                &mut key,
+                None,
+                &[],
+                Some(conn_id),
+            )
+            .map_err(|e| format!("{}: {e}", self.describe(oid)))?;
+        hold(env.conns, conn_id, ticket);
         self.models.remove(&oid);
         self.fanout_removed(env.conns, oid);
         Ok(())
@@ -636,15 +650,17 @@ where
         let model = self.models.get(&oid).ok_or_else(missing)?;
         let mask = readable(model, &conn.session, conn_id, oid).ok_or_else(missing)?;
         let mut key = oid;
-        self.store(
-            env.storage,
-            Method::Read,
-            &mut key,
-            None,
-            &[],
-            Some(conn_id),
-        )
-        .map_err(|e| format!("{}: {e}", self.describe(oid)))?;
+        let ticket = self
+            .store(
+                env.storage,
+                Method::Read,
+                &mut key,
+                None,
+                &[],
+                Some(conn_id),
+            )
+            .map_err(|e| format!("{}: {e}", self.describe(oid)))?;
+        hold(env.conns, conn_id, ticket);
         let mut out = Vec::new();
         crate::model::write_object(model, Some(oid), mask, &mut out);
         Ok(out)
@@ -954,6 +970,7 @@ where
                         &names,
                         None,
                     )
+                    .map(drop)
                 });
             if let Err(e) = stored {
                 self.models.insert(oid, backup);

@@ -103,6 +103,95 @@ pub struct StoreRequest<'a> {
     pub conn: Option<ConnId>,
     /// Whether the collection is persisted by the backend ([`Omni::persist`](crate::Omni::persist)).
     pub persist: bool,
+    /// Set by a backend that accepted the write but makes it durable later (group commit): the
+    /// engine then holds the asking client's answer, and everything after it, until the
+    /// [`Durable`] watch reaches this ticket.
+    pub pending: Option<Ticket>,
+}
+
+/// A write a backend accepted and will make durable: sequence number `seq` of `watch`.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    /// The write's sequence number; writes become durable in sequence order.
+    pub seq: u64,
+    /// Where the backend reports progress.
+    pub watch: Arc<Durable>,
+}
+
+type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Progress of a backend's durable writes, for [`Ticket`]s: the backend calls
+/// [`Durable::advance`] after each commit, or [`Durable::fail`] when one failed.
+#[derive(Default)]
+pub struct Durable {
+    inner: parking_lot::Mutex<DurableInner>,
+}
+
+#[derive(Default)]
+struct DurableInner {
+    durable: u64,
+    failed: Option<(u64, String)>,
+    waiters: Vec<(u64, Waiter)>,
+}
+
+impl fmt::Debug for Durable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Durable")
+            .field("durable", &self.durable())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Durable {
+    /// The highest sequence number known to be durable.
+    pub fn durable(&self) -> u64 {
+        self.inner.lock().durable
+    }
+
+    /// Reports every write up to `seq` durable, and wakes what waited for them.
+    pub fn advance(&self, seq: u64) {
+        let ready = {
+            let mut inner = self.inner.lock();
+            inner.durable = inner.durable.max(seq);
+            let durable = inner.durable;
+            let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.waiters)
+                .into_iter()
+                .partition(|(s, _)| *s <= durable);
+            inner.waiters = wait;
+            ready
+        };
+        for (_, w) in ready {
+            w(Ok(()));
+        }
+    }
+
+    /// Reports that the writes up to `seq` could not be made durable.
+    pub fn fail(&self, seq: u64, reason: impl Into<String>) {
+        let reason = reason.into();
+        let failed = {
+            let mut inner = self.inner.lock();
+            inner.failed = Some((seq, reason.clone()));
+            std::mem::take(&mut inner.waiters)
+        };
+        for (_, w) in failed {
+            w(Err(reason.clone()));
+        }
+    }
+
+    /// Calls `then` once `seq` is durable (at once if it is), or failed.
+    pub(crate) fn when(&self, seq: u64, then: Waiter) {
+        let mut inner = self.inner.lock();
+        if let Some((_, reason)) = &inner.failed {
+            let reason = reason.clone();
+            drop(inner);
+            then(Err(reason));
+        } else if seq <= inner.durable {
+            drop(inner);
+            then(Ok(()));
+        } else {
+            inner.waiters.push((seq, then));
+        }
+    }
 }
 
 /// A refused or failed storage request. Its message reaches the client that asked.
@@ -305,21 +394,50 @@ fn table(collection: &str) -> String {
 /// key-value store (no C toolchain, no server, crash-safe with copy-on-write B-trees and
 /// checksummed commits). Each persisted collection is a table from OID to the model's JSON.
 ///
-/// Every create, update and delete is its own committed, fsynced transaction before the engine
-/// applies it and acknowledges it to the client: a restart, even after `SIGKILL`, loses no
-/// acknowledged change, and OIDs stay the same.
+/// Writes are group-committed: [`Backend::call`] only queues a write (the engine never waits
+/// for the disk while it holds its lock), and a writer thread commits everything queued in one
+/// fsynced transaction. The client that made a write gets its answer (and everything after it)
+/// only once that transaction is on disk, so a restart, even after `SIGKILL`, loses no
+/// acknowledged change, and OIDs stay the same. Other clients see a change as soon as it is
+/// applied, and server code's writes return before the commit: a crash can lose the last
+/// few milliseconds of those.
 pub struct RedbStore {
+    shared: Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
     db: redb::Database,
+    queue: parking_lot::Mutex<Queue>,
+    wake: parking_lot::Condvar,
+    watch: Arc<Durable>,
+}
+
+#[derive(Default)]
+struct Queue {
+    ops: Vec<Op>,
+    next_seq: u64,
+    stop: bool,
+}
+
+struct Op {
+    seq: u64,
+    collection: &'static str,
+    oid: u64,
+    /// `None`: delete.
+    doc: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedbStore").finish_non_exhaustive()
+        f.debug_struct("RedbStore")
+            .field("durable", &self.shared.watch.durable())
+            .finish_non_exhaustive()
     }
 }
 
 impl RedbStore {
-    /// Opens the store file, creating it if needed.
+    /// Opens the store file, creating it if needed, and starts its writer thread.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let db = redb::Database::create(path)
@@ -327,8 +445,102 @@ impl RedbStore {
         let txn = db.begin_write().map_err(StoreError::failed)?;
         txn.open_table(META).map_err(StoreError::failed)?;
         txn.commit().map_err(StoreError::failed)?;
-        Ok(RedbStore { db })
+        let shared = Arc::new(Shared {
+            db,
+            queue: parking_lot::Mutex::new(Queue::default()),
+            wake: parking_lot::Condvar::new(),
+            watch: Arc::new(Durable::default()),
+        });
+        let writer = std::thread::Builder::new()
+            .name("omni-redb-writer".into())
+            .spawn({
+                let shared = shared.clone();
+                move || writer(&shared)
+            })
+            .map_err(StoreError::failed)?;
+        Ok(RedbStore {
+            shared,
+            writer: Some(writer),
+        })
     }
+
+    /// Blocks until every write queued so far is on disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let seq = self.shared.queue.lock().next_seq;
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.shared.watch.when(
+            seq,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv()
+            .map_err(StoreError::failed)?
+            .map_err(StoreError::failed)
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        self.shared.queue.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: commits what is queued, one transaction per batch, until stopped.
+fn writer(shared: &Shared) {
+    loop {
+        let batch = {
+            let mut queue = shared.queue.lock();
+            while queue.ops.is_empty() && !queue.stop {
+                shared.wake.wait(&mut queue);
+            }
+            if queue.ops.is_empty() {
+                return;
+            }
+            std::mem::take(&mut queue.ops)
+        };
+        let last = batch.last().map(|op| op.seq).unwrap_or(0);
+        match commit(&shared.db, &batch) {
+            Ok(()) => shared.watch.advance(last),
+            Err(e) => {
+                tracing::error!(error = %e, writes = batch.len(), "redb commit failed");
+                shared.watch.fail(last, e.to_string());
+            }
+        }
+    }
+}
+
+fn commit(db: &redb::Database, batch: &[Op]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(StoreError::failed)?;
+    {
+        let mut meta = txn.open_table(META).map_err(StoreError::failed)?;
+        let mut last = meta
+            .get(NEXT_OID)
+            .map_err(StoreError::failed)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        for op in batch {
+            let name = table(op.collection);
+            let def: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(&name);
+            let mut t = txn.open_table(def).map_err(StoreError::failed)?;
+            match &op.doc {
+                Some(doc) => {
+                    t.insert(op.oid, doc.as_slice())
+                        .map_err(StoreError::failed)?;
+                    last = last.max(op.oid);
+                }
+                None => {
+                    t.remove(op.oid).map_err(StoreError::failed)?;
+                }
+            }
+        }
+        meta.insert(NEXT_OID, last).map_err(StoreError::failed)?;
+    }
+    txn.commit().map_err(StoreError::failed)
 }
 
 impl Backend for RedbStore {
@@ -337,7 +549,8 @@ impl Backend for RedbStore {
     }
 
     fn load(&self, collection: &'static str) -> Result<Option<Vec<StoredModel>>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::failed)?;
+        self.flush()?;
+        let txn = self.shared.db.begin_read().map_err(StoreError::failed)?;
         let meta = txn.open_table(META).map_err(StoreError::failed)?;
         let seeded = format!("seeded:{collection}");
         if meta
@@ -362,8 +575,9 @@ impl Backend for RedbStore {
         Ok(Some(out))
     }
 
-    fn seed(&self, collection: &'static str, models: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(StoreError::failed)?;
+    fn seed(&self, collection: &'static str, models: &[StoredModel]) -> Result<(), StoreError> {
+        self.flush()?;
+        let txn = self.shared.db.begin_write().map_err(StoreError::failed)?;
         {
             let name = table(collection);
             let def: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(&name);
@@ -386,7 +600,8 @@ impl Backend for RedbStore {
     }
 
     fn last_oid(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::failed)?;
+        self.flush()?;
+        let txn = self.shared.db.begin_read().map_err(StoreError::failed)?;
         let meta = txn.open_table(META).map_err(StoreError::failed)?;
         Ok(meta
             .get(NEXT_OID)
@@ -399,38 +614,40 @@ impl Backend for RedbStore {
         if !req.persist || req.method == Method::Read {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(StoreError::failed)?;
-        {
-            let name = table(req.collection);
-            let def: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(&name);
-            let mut t = txn.open_table(def).map_err(StoreError::failed)?;
-            match req.method {
-                Method::Create | Method::Update => {
-                    let doc = req.doc.ok_or_else(|| {
+        let doc = match req.method {
+            Method::Create | Method::Update => Some(
+                req.doc
+                    .ok_or_else(|| {
                         StoreError::failed(format!(
                             "{} of {}/{} {} carries no document",
                             req.method, req.collection, req.model, req.oid
                         ))
-                    })?;
-                    t.insert(req.oid, doc).map_err(StoreError::failed)?;
-                }
-                Method::Delete => {
-                    t.remove(req.oid).map_err(StoreError::failed)?;
-                }
-                Method::Read => {}
+                    })?
+                    .to_vec(),
+            ),
+            _ => None,
+        };
+        let seq = {
+            let mut queue = self.shared.queue.lock();
+            if queue.stop {
+                return Err(StoreError::failed("the store is closed"));
             }
-            if req.method == Method::Create {
-                let mut meta = txn.open_table(META).map_err(StoreError::failed)?;
-                let last = meta
-                    .get(NEXT_OID)
-                    .map_err(StoreError::failed)?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                meta.insert(NEXT_OID, last.max(req.oid))
-                    .map_err(StoreError::failed)?;
-            }
-        }
-        txn.commit().map_err(StoreError::failed)
+            queue.next_seq += 1;
+            let seq = queue.next_seq;
+            queue.ops.push(Op {
+                seq,
+                collection: req.collection,
+                oid: req.oid,
+                doc,
+            });
+            seq
+        };
+        self.shared.wake.notify_one();
+        req.pending = Some(Ticket {
+            seq,
+            watch: self.shared.watch.clone(),
+        });
+        Ok(())
     }
 }
 
@@ -448,6 +665,7 @@ mod tests {
             changed: &[],
             conn: None,
             persist: true,
+            pending: None,
         }
     }
 

@@ -112,6 +112,6 @@ async fn main() {
     );
     println!("|---|---|---|");
     println!("| memory | {} | {m:.0} |", args.clients);
-    println!("| redb (fsync per write) | {} | {d:.0} |", args.clients);
+    println!("| redb (group commit) | {} | {d:.0} |", args.clients);
     println!("durable/memory = {:.3}", d / m);
 }

@@ -590,3 +590,98 @@ async fn per_action_rules_allow_deny_and_decide_on_top_of_the_hooks() {
         "{err:?}"
     );
 }
+
+/// A backend that accepts writes at once and makes them "durable" only when the test says so.
+#[derive(Default, Clone)]
+struct Deferred {
+    watch: Arc<omni_runtime::storage::Durable>,
+    seq: Arc<Mutex<u64>>,
+}
+
+impl Backend for Deferred {
+    fn name(&self) -> &'static str {
+        "deferred"
+    }
+    fn load(&self, _: &'static str) -> Result<Option<Vec<StoredModel>>, StoreError> {
+        Ok(None)
+    }
+    fn seed(&self, _: &'static str, _: &[StoredModel]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn last_oid(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    fn call(&self, req: &mut StoreRequest<'_>) -> Result<(), StoreError> {
+        let mut seq = self.seq.lock();
+        *seq += 1;
+        req.pending = Some(omni_runtime::storage::Ticket {
+            seq: *seq,
+            watch: self.watch.clone(),
+        });
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_writer_hears_back_only_once_its_write_is_durable() {
+    let store = Deferred::default();
+    let srv = TestServer::start(
+        Omni::<Sess>::new()
+            .storage(store.clone())
+            .collection(Notes::empty())
+            .persist::<Notes>()
+            .channels::<Notes>(|n| &n.room),
+    )
+    .await;
+    let mut writer = srv.client().await;
+    let mut other = srv.client().await;
+    sub(&mut writer, "lobby", true).await.unwrap();
+    sub(&mut other, "lobby", true).await.unwrap();
+    let id = writer
+        .send(json!({"t": "add", "c": "notes", "tmp": "t1", "m": {"room": "lobby", "text": "hi"}}))
+        .await
+        .unwrap();
+    // Others see the model at once; the writer's `created` waits for the commit.
+    other
+        .wait_until(|c| c.collection("notes").len() == 1)
+        .await
+        .unwrap();
+    let early = writer
+        .drain(std::time::Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "nothing before the commit: {early:?}");
+    store.watch.advance(1);
+    let created = writer.answer(id).await.unwrap();
+    assert_eq!(created["t"], "created");
+    // A failed commit: the writer gets an error and is disconnected; others carry on.
+    let oid = created["oid"].as_u64().unwrap();
+    let id = writer
+        .send(json!({"t": "change", "c": "notes", "oid": oid, "set": {"text": "lost"}}))
+        .await
+        .unwrap();
+    other
+        .wait_until(|c| c.model("notes", oid).unwrap()["text"] == "lost")
+        .await
+        .unwrap();
+    store.watch.fail(2, "disk full");
+    let err = writer.wait_for(|m| m["t"] == "error").await.unwrap();
+    assert!(
+        err["reason"].as_str().unwrap().contains("disk full"),
+        "{err}"
+    );
+    assert!(
+        !writer.log().iter().any(|m| m["id"] == id),
+        "never acknowledged"
+    );
+    assert!(
+        writer
+            .drain(std::time::Duration::from_secs(2))
+            .await
+            .is_err(),
+        "disconnected"
+    );
+    let mut third = srv.client().await;
+    sub(&mut third, "lobby", true).await.unwrap();
+    assert_eq!(third.collection("notes").len(), 1);
+}
