@@ -5,6 +5,7 @@ mod apps;
 mod collections;
 mod connections;
 mod events;
+mod fuzz;
 mod hardening;
 mod http;
 mod leaks;
