@@ -17,10 +17,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (unit, trybuild, end-to-end)"
 cargo test --workspace
 
-# Node client tests and the browser test drive the game example as a real process.
-step "build the game example"
-cargo build -p example-game
+# Node client tests and the browser test drive the examples as real processes.
+step "build the examples"
+cargo build -p example-game -p example-chat -p example-todo
 export OMNI_GAME_BIN="$root/target/debug/example-game"
+export OMNI_CHAT_BIN="$root/target/debug/example-chat"
+export OMNI_TODO_BIN="$root/target/debug/example-todo"
 cargo build -p omni-tests --bin channels-server
 export OMNI_CHANNELS_BIN="$root/target/debug/channels-server"
 
@@ -43,9 +45,13 @@ if [ -f tests/node/package.json ]; then
         exit 1
       fi
     fi
-    if [ -x /usr/bin/chromium ]; then
-      step "browser test (headless Chromium)"
-      (cd tests/node && node --test browser.test.mjs)
+    export OMNI_CHROMIUM="${OMNI_CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}"
+    if [ -x "$OMNI_CHROMIUM" ]; then
+      step "browser test (headless Chromium: $OMNI_CHROMIUM)"
+      (cd tests/node && node --test --test-concurrency=1 browser.test.mjs)
+    elif [ "${CI:-}" = true ]; then
+      echo "CI needs Chromium for the browser test and it is not installed" >&2
+      exit 1
     else
       echo "skipping the browser test: Chromium is not installed and cannot be installed here" >&2
     fi

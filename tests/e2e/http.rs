@@ -147,6 +147,13 @@ async fn the_client_is_readable_in_development_and_minified_compressed_cached_ot
         js.len()
     );
     assert!(js.contains("players"));
+    // The sizes the README reports (`-- --nocapture` shows them).
+    eprintln!(
+        "example-game /omni.js: development {} B, minified {} B, minified+gzip {} B",
+        dev_js.len(),
+        js.len(),
+        gz.len()
+    );
     // Without gzip the minified text itself; with the ETag a 304.
     let (head, plain) = get(prod.addr, "/omni.js", "").await;
     assert_eq!(header(&head, "content-encoding"), None);

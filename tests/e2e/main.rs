@@ -6,6 +6,7 @@ mod collections;
 mod connections;
 mod durable;
 mod events;
+mod fuzz;
 mod hardening;
 mod http;
 mod leaks;

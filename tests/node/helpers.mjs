@@ -30,21 +30,31 @@ export function generateClient(schemaPath, outDir, { release = false } = {}) {
   return outDir;
 }
 
+/** The examples the tests can start, with the env var naming a prebuilt binary of each. */
+export const EXAMPLES = {
+  game: { pkg: "example-game", env: "OMNI_GAME_BIN" },
+  chat: { pkg: "example-chat", env: "OMNI_CHAT_BIN" },
+  todo: { pkg: "example-todo", env: "OMNI_TODO_BIN" },
+};
+
 /**
- * Starts the example game on a free loopback port: `$OMNI_GAME_BIN --port 0`, else
- * `cargo run -p example-game -- --port 0`. Resolves once it printed its address.
+ * Starts an example server (`game`, `chat` or `todo`) on a free loopback port: the binary named
+ * by its env var (`$OMNI_GAME_BIN`, `$OMNI_CHAT_BIN`, `$OMNI_TODO_BIN`) with `--port 0`, else
+ * `cargo run -p example-<name> -- --port 0`. Resolves once it printed its address.
  */
-export function startGame({ timeoutMs = 600_000 } = {}) {
-  const bin = process.env.OMNI_GAME_BIN;
+export function startExample(name, { timeoutMs = 600_000 } = {}) {
+  const example = EXAMPLES[name];
+  if (!example) throw new Error(`unknown example ${name}`);
+  const bin = process.env[example.env];
   const args = ["--host", "127.0.0.1", "--port", "0"];
   const child = bin
     ? spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] })
-    : spawn("cargo", ["run", "-q", "-p", "example-game", "--", ...args], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+    : spawn("cargo", ["run", "-q", "-p", example.pkg, "--", ...args], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error("the game server did not start in time:\n" + output));
+      reject(new Error(`the ${name} server did not start in time:\n` + output));
     }, timeoutMs);
     const onData = (chunk) => {
       output += chunk;
@@ -70,9 +80,14 @@ export function startGame({ timeoutMs = 600_000 } = {}) {
     });
     child.on("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`the game server exited (${code}) before listening:\n${output}`));
+      reject(new Error(`the ${name} server exited (${code}) before listening:\n${output}`));
     });
   });
+}
+
+/** Starts the example game: `startExample("game")`. */
+export function startGame(options) {
+  return startExample("game", options);
 }
 
 function stopChild(child) {

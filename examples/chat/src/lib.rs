@@ -24,8 +24,8 @@ pub struct Message {
     /// Author's name, filled in by the server.
     #[model(readonly)]
     pub author: String,
-    /// The text.
-    #[model(readonly)]
+    /// The text. Set by its author when posting; not `readonly`, which would refuse it in the
+    /// `add` too. Nobody may change it afterwards: `can_write` keeps its default (refuse).
     pub text: String,
 }
 
