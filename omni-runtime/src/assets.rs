@@ -89,8 +89,7 @@ impl Assets {
             set(&mut resp, header::CACHE_CONTROL, cache);
             return Some(resp);
         }
-        let wants_gzip =
-            accept_encoding.is_some_and(|e| e.split(',').any(|p| p.trim().starts_with("gzip")));
+        let wants_gzip = accept_encoding.is_some_and(accepts_gzip);
         let (body, gzipped) = match (&asset.gzip, wants_gzip) {
             (Some(gz), true) => (gz.clone(), true),
             _ => (asset.body.clone(), false),
@@ -107,8 +106,44 @@ impl Assets {
     }
 }
 
+/// Whether an `Accept-Encoding` header accepts gzip: `gzip` or `*` with a quality above 0
+/// (`gzip;q=0` refuses it).
+fn accepts_gzip(header: &str) -> bool {
+    header.split(',').any(|part| {
+        let mut params = part.split(';').map(str::trim);
+        let coding = params.next().unwrap_or_default();
+        if !coding.eq_ignore_ascii_case("gzip")
+            && coding != "*"
+            && !coding.eq_ignore_ascii_case("x-gzip")
+        {
+            return false;
+        }
+        let q = params
+            .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok());
+        q.is_some_and(|q| q > 0.0)
+    })
+}
+
 fn set(resp: &mut warp::reply::Response, name: header::HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+
+    #[test]
+    fn accept_encoding_qualities() {
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip("br, gzip;q=0.5"));
+        assert!(accepts_gzip("*"));
+        assert!(accepts_gzip("deflate, GZIP ; q=1"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("gzip; q=0.0, br"));
+        assert!(!accepts_gzip("gzipped"));
+        assert!(!accepts_gzip("identity"));
     }
 }

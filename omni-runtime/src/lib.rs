@@ -42,7 +42,9 @@ pub mod prelude {
     pub use crate::model::{Access, Attribute, Model, Oid, Permissions};
     pub use crate::rules::{Action, Rules};
     pub use crate::server::{Config, Omni, Server};
-    pub use crate::storage::{Logging, MemoryStore, Method, RedbStore, StoreError};
+    pub use crate::storage::{
+        Logging, MemoryStore, Method, Next, RedbStore, StoreError, StoreRequest,
+    };
     pub use crate::world::{Coll, World};
     pub use crate::{Model, collection};
     pub use serde::{Deserialize, Serialize};
