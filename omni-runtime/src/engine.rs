@@ -313,6 +313,29 @@ impl<C: Collection, S> Store<C, S> {
         }
         Ok(req.pending.take())
     }
+
+    /// A client's request through the storage: on success the client's queue is held until
+    /// the write is durable; the error names the model. Returns the (possibly store-assigned) OID.
+    #[allow(clippy::too_many_arguments)]
+    fn client_store(
+        &self,
+        env: &Env<'_, S>,
+        method: Method,
+        oid: u64,
+        doc: Option<&[u8]>,
+        changed: &[&'static str],
+        conn_id: ConnId,
+    ) -> Result<u64, String> {
+        let mut key = oid;
+        let ticket = self
+            .store(env.storage, method, &mut key, doc, changed, Some(conn_id))
+            .map_err(|e| match method {
+                Method::Create => format!("{}: {e}", C::NAME),
+                _ => format!("{}: {e}", self.describe(oid)),
+            })?;
+        hold(env.conns, conn_id, ticket);
+        Ok(key)
+    }
 }
 
 /// Holds what a client is sent from now on until its write is durable (group commit).
@@ -590,17 +613,7 @@ where
         .ok_or_else(|| format!("the server failed to create the model in `{}`", C::NAME))?;
         let mut oid = *env.next_oid + 1;
         let doc = self.encode(&model, oid).map_err(|e| e.to_string())?;
-        let ticket = self
-            .store(
-                env.storage,
-                Method::Create,
-                &mut oid,
-                doc.as_deref(),
-                &[],
-                Some(conn_id),
-            )
-            .map_err(|e| format!("{}: {e}", C::NAME))?;
-        hold(env.conns, conn_id, ticket);
+        oid = self.client_store(&env, Method::Create, oid, doc.as_deref(), &[], conn_id)?;
         *env.next_oid = (*env.next_oid).max(oid);
         self.models.insert(oid, model);
         self.fanout_added(env.conns, oid, Some((conn_id, req, tmp)));
@@ -625,18 +638,7 @@ where
                 self.describe(oid)
             ));
         }
-        let mut key = oid;
-        let ticket = self
-            .store(
-                env.storage,
-                Method::Delete,
-                &mut key,
-                None,
-                &[],
-                Some(conn_id),
-            )
-            .map_err(|e| format!("{}: {e}", self.describe(oid)))?;
-        hold(env.conns, conn_id, ticket);
+        self.client_store(&env, Method::Delete, oid, None, &[], conn_id)?;
         self.models.remove(&oid);
         self.fanout_removed(env.conns, oid);
         Ok(())
@@ -649,18 +651,7 @@ where
         let missing = || format!("collection `{}` has no model with oid {oid}", C::NAME);
         let model = self.models.get(&oid).ok_or_else(missing)?;
         let mask = readable(model, &conn.session, conn_id, oid).ok_or_else(missing)?;
-        let mut key = oid;
-        let ticket = self
-            .store(
-                env.storage,
-                Method::Read,
-                &mut key,
-                None,
-                &[],
-                Some(conn_id),
-            )
-            .map_err(|e| format!("{}: {e}", self.describe(oid)))?;
-        hold(env.conns, conn_id, ticket);
+        self.client_store(env, Method::Read, oid, None, &[], conn_id)?;
         let mut out = Vec::new();
         crate::model::write_object(model, Some(oid), mask, &mut out);
         Ok(out)

@@ -386,6 +386,15 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 const META: TableDefinition<'static, &str, u64> = TableDefinition::new("omni_meta");
 const NEXT_OID: &str = "last_oid";
 
+/// The largest OID ever stored, from the meta table.
+fn last_oid(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreError> {
+    Ok(meta
+        .get(NEXT_OID)
+        .map_err(StoreError::failed)?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}
+
 fn table(collection: &str) -> String {
     format!("models:{collection}")
 }
@@ -518,11 +527,7 @@ fn commit(db: &redb::Database, batch: &[Op]) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(StoreError::failed)?;
     {
         let mut meta = txn.open_table(META).map_err(StoreError::failed)?;
-        let mut last = meta
-            .get(NEXT_OID)
-            .map_err(StoreError::failed)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let mut last = last_oid(&meta)?;
         for op in batch {
             let name = table(op.collection);
             let def: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(&name);
@@ -583,11 +588,7 @@ impl Backend for RedbStore {
             let def: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(&name);
             let mut t = txn.open_table(def).map_err(StoreError::failed)?;
             let mut meta = txn.open_table(META).map_err(StoreError::failed)?;
-            let mut last = meta
-                .get(NEXT_OID)
-                .map_err(StoreError::failed)?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            let mut last = last_oid(&meta)?;
             for (oid, doc) in models {
                 t.insert(*oid, doc.as_slice()).map_err(StoreError::failed)?;
                 last = last.max(*oid);
@@ -603,11 +604,7 @@ impl Backend for RedbStore {
         self.flush()?;
         let txn = self.shared.db.begin_read().map_err(StoreError::failed)?;
         let meta = txn.open_table(META).map_err(StoreError::failed)?;
-        Ok(meta
-            .get(NEXT_OID)
-            .map_err(StoreError::failed)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        last_oid(&meta)
     }
 
     fn call(&self, req: &mut StoreRequest<'_>) -> Result<(), StoreError> {
