@@ -731,6 +731,7 @@ async fn pump<S: Default + Send + Sync + 'static>(
     let id = conn.id;
     let mut pending = Vec::new();
     let mut limit = RateLimit::new(&shared.config);
+    let events = Arc::new(InFlight::default());
     loop {
         tokio::select! {
             incoming = rx.next() => match incoming {
@@ -738,7 +739,7 @@ async fn pump<S: Default + Send + Sync + 'static>(
                     if msg.is_close() {
                         return;
                     }
-                    if !handle_message(shared, conn, outbox, &mut limit, msg) {
+                    if !handle_message(shared, conn, outbox, &events, &mut limit, msg).await {
                         tracing::warn!(conn = %id, "client flooded the server; disconnecting it");
                         let _ = tx.send(text(&wire::error(None, "message rate limit exceeded repeatedly; disconnecting"))).await;
                         return;
@@ -777,10 +778,11 @@ fn text(bytes: &Bytes) -> Message {
 
 /// Parses one frame and handles each message in it, in order. Returns `false` when the client
 /// must be disconnected for flooding.
-fn handle_message<S: Default + Send + Sync + 'static>(
+async fn handle_message<S: Default + Send + Sync + 'static>(
     shared: &Arc<Shared<S>>,
     conn: &Conn<S>,
     outbox: &Outbox,
+    events: &Arc<InFlight>,
     limit: &mut RateLimit,
     msg: Message,
 ) -> bool {
@@ -833,15 +835,55 @@ fn handle_message<S: Default + Send + Sync + 'static>(
         }
         RateVerdict::Abuse => return false,
     }
-    match value {
-        serde_json::Value::Array(items) => {
-            for item in items {
-                handle_request(shared, conn, outbox, item);
-            }
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        other => vec![other],
+    };
+    for item in items {
+        // A write waits for this client's earlier events (as Meteor's methods): an event that
+        // sets up the session (`login`) comes into force before the writes sent after it.
+        let is_event = item.get("t").and_then(|t| t.as_str()) == Some("event");
+        if !is_event {
+            events.idle().await;
         }
-        other => handle_request(shared, conn, outbox, other),
+        handle_request(shared, conn, outbox, events, item);
     }
     true
+}
+
+/// The event handlers of one connection still running.
+#[derive(Default)]
+struct InFlight {
+    running: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn start(self: &Arc<Self>) -> InFlightGuard {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// Waits until no event handler of the connection runs.
+    async fn idle(&self) {
+        loop {
+            let done = self.done.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+}
+
+/// Marks an event handler finished when dropped (also when it panicked).
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.done.notify_waiters();
+    }
 }
 
 fn field<'a>(
@@ -880,6 +922,7 @@ fn handle_request<S: Default + Send + Sync + 'static>(
     shared: &Arc<Shared<S>>,
     conn: &Conn<S>,
     outbox: &Outbox,
+    events: &Arc<InFlight>,
     value: serde_json::Value,
 ) {
     let serde_json::Value::Object(obj) = value else {
@@ -890,7 +933,7 @@ fn handle_request<S: Default + Send + Sync + 'static>(
         return;
     };
     let req = obj.get("id").and_then(|v| v.as_u64());
-    if let Err(reason) = dispatch(shared, conn, &obj, req) {
+    if let Err(reason) = dispatch(shared, conn, events, &obj, req) {
         outbox.push_control(wire::error(req, &reason));
     }
 }
@@ -898,6 +941,7 @@ fn handle_request<S: Default + Send + Sync + 'static>(
 fn dispatch<S: Default + Send + Sync + 'static>(
     shared: &Arc<Shared<S>>,
     conn: &Conn<S>,
+    events: &Arc<InFlight>,
     obj: &serde_json::Map<String, serde_json::Value>,
     req: Option<u64>,
 ) -> Result<(), String> {
@@ -945,7 +989,9 @@ fn dispatch<S: Default + Send + Sync + 'static>(
             let conn = conn.clone();
             let world = conn.world();
             let event_name = name.to_owned();
+            let running = events.start();
             tokio::spawn(async move {
+                let _running = running;
                 let shared = conn.shared.clone();
                 let result = AssertUnwindSafe(handler(conn.clone(), world, args))
                     .catch_unwind()

@@ -79,6 +79,14 @@ pub(crate) fn docs_app(seed: Vec<Doc>) -> Omni<DocSession> {
             },
         )
         .event(
+            "slow_admin",
+            |conn: Conn<DocSession>, _world: World, req: BecomeAdmin| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                conn.update_session(|s| s.admin = req.on);
+                Ok::<_, EventError>(req.on)
+            },
+        )
+        .event(
             "fail",
             |_conn: Conn<DocSession>, _world: World, _req: ()| async move {
                 Err::<(), _>(EventError::new("this event always fails"))

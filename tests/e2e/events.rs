@@ -56,3 +56,43 @@ async fn unknown_events_bad_arguments_errors_and_panics_are_reported() {
         .unwrap();
     assert_eq!(ok, "still here");
 }
+
+#[tokio::test]
+async fn a_write_waits_for_the_events_sent_before_it() {
+    let srv = TestServer::start(docs_app(vec![crate::apps::doc("a", "n")])).await;
+    let mut c = srv.client().await;
+    let oid = *c.collection("docs").keys().next().unwrap();
+    // One frame: an event that makes the session admin after 150 ms, then a remove only an
+    // admin may make. The remove is handled after the event, so it is allowed.
+    c.send_raw(
+        json!([
+            {"t": "event", "id": 1, "name": "slow_admin", "args": {"on": true}},
+            {"t": "remove", "id": 2, "c": "docs", "oid": oid},
+        ])
+        .to_string(),
+    )
+    .await
+    .unwrap();
+    let reply = c.answer(1).await.unwrap();
+    assert_eq!(reply["ok"], true);
+    let ack = c.answer(2).await.unwrap();
+    assert_eq!(ack["t"], "ack");
+    assert!(
+        srv.server
+            .world()
+            .collection::<crate::apps::Docs>()
+            .is_empty()
+    );
+    // Events themselves still run side by side.
+    let slow = c
+        .send(json!({"t": "event", "name": "sleep", "args": {"ms": 300, "echo": "slow"}}))
+        .await
+        .unwrap();
+    let fast = c
+        .send(json!({"t": "event", "name": "sleep", "args": {"ms": 0, "echo": "fast"}}))
+        .await
+        .unwrap();
+    let first = c.wait_for(|m| m["t"] == "reply").await.unwrap();
+    assert_eq!(first["id"], fast);
+    assert_eq!(c.answer(slow).await.unwrap()["ok"], "slow");
+}
