@@ -66,6 +66,11 @@ async function main(): Promise<void> {
   Omni.on("error", (e) => console.log(e.reason));
   const other = create();
   console.log(reply.oid, pong, other.isReady);
+  await Omni.collections.messages.subscribe("lobby");
+  const subscribed: string[] = Omni.collections.messages.channels();
+  await Omni.collections.messages.unsubscribe("lobby");
+  const one: Player = await Omni.collections.players.read(1);
+  console.log(subscribed, one.name);
 }
 void main();
 `,
@@ -96,4 +101,13 @@ test("wrong event arguments do not compile", () => {
   assert.notEqual(r.status, 0, r.output);
   assert.match(r.output, /error TS2345/);
   assert.match(r.output, /"nope"/);
+});
+
+test("a read resolves to the model's attributes: a wrong attribute does not compile", () => {
+  const r = compile(
+    "bad-read.ts",
+    header + `async function f(): Promise<void> {\n  const p = await Omni.collections.players.read(1);\n  const n: number = p.name;\n  console.log(n);\n}\nvoid f();\n`,
+  );
+  assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /error TS2322/);
 });
