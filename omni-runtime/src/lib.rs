@@ -19,6 +19,7 @@ pub mod rules;
 pub mod server;
 pub mod storage;
 mod ts;
+mod upgrade;
 mod wire;
 pub mod world;
 

@@ -30,9 +30,11 @@ use omni_client_gen::schema::{CollectionSchema, EventSchema, Schema};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_tungstenite::tungstenite::Message;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::filters::ws::{Message, WebSocket, Ws};
+
+use crate::upgrade::{Socket, Upgrade};
 
 use crate::collection::{CollectionPermissions, Seeded};
 use crate::conn::{Conn, ConnId};
@@ -436,11 +438,11 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
         let cfg = &self.shared.config;
         let ws = warp::path(cfg.ws_path.clone())
             .and(warp::path::end())
-            .and(warp::ws())
+            .and(crate::upgrade::upgrade())
             .and(warp::header::optional::<String>("origin"))
             .and(warp::header::optional::<String>("host"))
             .map(
-                move |ws: Ws, origin: Option<String>, host: Option<String>| {
+                move |ws: Upgrade, origin: Option<String>, host: Option<String>| {
                     let shared = shared.clone();
                     if !origin_allowed(
                         &shared.config.allowed_origins,
@@ -456,11 +458,7 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
                         return resp;
                     }
                     let max = shared.config.max_message_size;
-                    warp::reply::Reply::into_response(
-                        ws.max_message_size(max)
-                            .max_frame_size(max)
-                            .on_upgrade(move |socket| connection(shared, socket)),
-                    )
+                    ws.accept(max, move |socket| connection(shared, socket))
                 },
             );
         let shared = self.shared.clone();
@@ -661,7 +659,7 @@ impl RateLimit {
 }
 
 /// One client connection, from upgrade to close.
-async fn connection<S: Default + Send + Sync + 'static>(shared: Arc<Shared<S>>, socket: WebSocket) {
+async fn connection<S: Default + Send + Sync + 'static>(shared: Arc<Shared<S>>, socket: Socket) {
     let id = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed) + 1);
     let outbox = Arc::new(Outbox::new(shared.config.max_queue_bytes));
     {
@@ -725,8 +723,8 @@ async fn pump<S: Default + Send + Sync + 'static>(
     shared: &Arc<Shared<S>>,
     conn: &Conn<S>,
     outbox: &Outbox,
-    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    rx: &mut futures_util::stream::SplitStream<WebSocket>,
+    tx: &mut futures_util::stream::SplitSink<Socket, Message>,
+    rx: &mut futures_util::stream::SplitStream<Socket>,
 ) {
     let id = conn.id;
     let mut pending = Vec::new();
@@ -772,8 +770,12 @@ async fn pump<S: Default + Send + Sync + 'static>(
     }
 }
 
+/// A text frame sharing the encoded bytes (they are JSON, so UTF-8; checked, never copied).
 fn text(bytes: &Bytes) -> Message {
-    Message::text(String::from_utf8_lossy(bytes).into_owned())
+    match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(bytes.clone()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::text(String::from_utf8_lossy(bytes).into_owned()),
+    }
 }
 
 /// Parses one frame and handles each message in it, in order. Returns `false` when the client
@@ -786,15 +788,17 @@ async fn handle_message<S: Default + Send + Sync + 'static>(
     limit: &mut RateLimit,
     msg: Message,
 ) -> bool {
-    if msg.is_ping() || msg.is_pong() {
-        return true;
-    }
-    let Ok(text) = msg.to_str() else {
-        outbox.push_control(wire::error(
-            None,
-            "binary frames are not supported: send JSON text frames",
-        ));
-        return true;
+    let text = match &msg {
+        Message::Text(text) => text.as_str(),
+        Message::Binary(_) => {
+            outbox.push_control(wire::error(
+                None,
+                "binary frames are not supported: send JSON text frames",
+            ));
+            return true;
+        }
+        // Pings are answered by tungstenite; pongs and raw frames carry nothing for us.
+        _ => return true,
     };
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
