@@ -933,11 +933,12 @@ where
         oid: u64,
         f: &mut dyn FnMut(&mut dyn Any, &mut AttrSet),
     ) -> Result<bool, StoreError> {
-        let persist = self.codec.is_some() || !env.storage.stack.is_empty();
+        // Only a storage that could refuse needs the old value back (and the request at all).
+        let stored = self.codec.is_some() || env.storage.custom;
         let Some(model) = self.models.get_mut(&oid) else {
             return Ok(false);
         };
-        let backup = persist.then(|| model.clone());
+        let backup = stored.then(|| model.clone());
         let mut changed = AttrSet::EMPTY;
         f(model, &mut changed);
         if changed.is_empty() {

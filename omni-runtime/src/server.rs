@@ -190,6 +190,7 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
     /// write to them is stored before it is applied and acknowledged.
     pub fn storage(mut self, backend: impl Backend) -> Self {
         self.engine.storage.backend = Arc::new(backend);
+        self.engine.storage.custom = true;
         self
     }
 
@@ -198,6 +199,7 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
     /// a client's one-shot read; see [`storage`](crate::storage).
     pub fn middleware(mut self, middleware: impl Middleware) -> Self {
         self.engine.storage.stack.push(Arc::new(middleware));
+        self.engine.storage.custom = true;
         self
     }
 

@@ -309,6 +309,9 @@ impl Next<'_> {
 pub(crate) struct Storage {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) stack: Vec<Arc<dyn Middleware>>,
+    /// Whether the app set a backend or middleware: with only the default `MemoryStore`, a
+    /// request can neither fail nor be seen, so server updates skip it.
+    pub(crate) custom: bool,
 }
 
 impl Default for Storage {
@@ -316,6 +319,7 @@ impl Default for Storage {
         Storage {
             backend: Arc::new(MemoryStore),
             stack: Vec::new(),
+            custom: false,
         }
     }
 }
@@ -672,6 +676,7 @@ mod tests {
         let s1 = seen.clone();
         let s2 = seen.clone();
         let storage = Storage {
+            custom: true,
             backend: Arc::new(MemoryStore),
             stack: vec![
                 Arc::new(move |r: &mut StoreRequest<'_>, next: Next<'_>| {
