@@ -10,3 +10,4 @@ mod http;
 mod leaks;
 mod order;
 mod sync;
+mod typed_client;
