@@ -304,19 +304,16 @@ async fn client(
     let mut seqs = Seqs::from_models(&models)?;
     run.snapshots.fetch_add(1, Relaxed);
     let mut stop = run.stop.subscribe();
-    let link = match writer {
+    // The write half goes to the writer, or stays here until the end of the run (the socket
+    // closes when both halves are dropped).
+    let (link, _sink) = match writer {
         Some((link, tx)) => {
             let mut oids: Vec<u64> = models.iter().map(|m| m.0).collect();
             oids.sort_unstable();
             let _ = tx.send((sink, oids));
-            Some(link)
+            (Some(link), None)
         }
-        None => {
-            // Keep the write half alive (dropping it does not close the connection, but the
-            // client stays a well-behaved peer this way).
-            std::mem::forget(sink);
-            None
-        }
+        None => (None, Some(sink)),
     };
     let shard = &run.hists[idx % SHARDS];
     loop {
@@ -495,7 +492,7 @@ async fn writer(
         }
         let _ = tokio::time::timeout(Duration::from_millis(50), link.notify.notified()).await;
     }
-    std::mem::forget(sink);
+    drop(sink);
     Ok(Written {
         sent,
         finals: mine.into_iter().zip(seq).collect(),
@@ -557,7 +554,7 @@ async fn slow_client(
             seqs = Seqs::from_models(&r)?;
         }
     }
-    std::mem::forget(sink);
+    drop(sink);
     Ok(SlowReport {
         stopped_after_snapshot: true,
         caught_up: done(&seqs),
