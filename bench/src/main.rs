@@ -593,8 +593,11 @@ fn median_row(runs: Vec<Row>) -> Row {
     row.lost = runs.iter().map(|r| r.lost).sum();
     row.reordered = runs.iter().map(|r| r.reordered).sum();
     row.errors = runs.iter().map(|r| r.errors).sum();
-    row.rss_series = Vec::new();
-    row.runs = if runs.len() > 1 { runs } else { Vec::new() };
+    if runs.len() > 1 {
+        // Each run keeps its own RSS series.
+        row.rss_series = Vec::new();
+        row.runs = runs;
+    }
     row
 }
 
