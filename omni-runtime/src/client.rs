@@ -12,6 +12,24 @@
 //! let players = client.collection("players");
 //! # Ok(()) }
 //! ```
+//!
+//! ## Typed access
+//!
+//! With the server's model and collection types in scope (share the crate that defines them
+//! between server and client), the same client reads and writes typed values: models are decoded
+//! with the model's own [`Model::decode_change`] and changes encoded with [`Model::write_attr`],
+//! so a client cannot send a value of the wrong type for an attribute.
+//!
+//! ```ignore
+//! // `Players` is `#[collection(model = Player)]`, `Player` a `#[derive(Model)]` struct.
+//! let players: Vec<(Oid<Player>, Player)> = client.models::<Players>()?;
+//! client.set::<Players>(oid, PlayerChange::X(5)).await?;          // waits for the ack
+//! let me: Option<Player> = client.get::<Players>(oid)?;
+//! let new: Oid<Player> = client.create::<Players>(Player { name: "Bo".into(), ..Default::default() }).await?;
+//! client.destroy::<Players>(new).await?;
+//! let reply: LoggedIn = client.trigger("login", &Login { .. }).await?;  // typed arguments and reply
+//! client.wait_model::<Players>(oid, |p| p.x == 5).await?;         // until a change arrives
+//! ```
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -21,12 +39,18 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
+
+use crate::collection::Collection;
+use crate::model::{Attribute, Model, Oid};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// One model as the client holds it: its attributes by wire name, without `oid`.
 pub type Attrs = Map<String, Value>;
+
+/// A decoded model of collection `C` with its OID, as the typed accessors return it.
+pub type Entry<C> = (Oid<<C as Collection>::Model>, <C as Collection>::Model);
 
 /// An error of the client: transport, protocol, or a refusal by the server.
 #[derive(Debug)]
@@ -371,6 +395,140 @@ impl Client {
         self.inbox.push_back(msg);
         Ok(())
     }
+}
+
+/// Typed access to the synced collections, through the models' own encoding (see the module
+/// documentation).
+impl Client {
+    /// The models of collection `C` the client holds, decoded, in OID order. Attributes the
+    /// connection may not read keep their `Default` value.
+    pub fn models<C: Collection>(&self) -> Result<Vec<Entry<C>>, ClientError> {
+        self.collections
+            .get(C::NAME)
+            .into_iter()
+            .flatten()
+            .map(|(oid, attrs)| Ok((Oid::from_raw(*oid), decode_model::<C::Model>(attrs)?)))
+            .collect()
+    }
+
+    /// One model of collection `C`, decoded, if the client holds it.
+    pub fn get<C: Collection>(&self, oid: Oid<C::Model>) -> Result<Option<C::Model>, ClientError> {
+        self.model(C::NAME, oid.raw())
+            .map(decode_model::<C::Model>)
+            .transpose()
+    }
+
+    /// The first model of collection `C` (in OID order) matching `pred`, with its OID.
+    pub fn find<C: Collection>(
+        &self,
+        mut pred: impl FnMut(&C::Model) -> bool,
+    ) -> Result<Option<Entry<C>>, ClientError> {
+        Ok(self.models::<C>()?.into_iter().find(|(_, m)| pred(m)))
+    }
+
+    /// Changes one attribute of a model and waits for the `ack`; the new value is in the
+    /// client's copy by then. A refusal is `Err(Refused(reason))` and changes nothing.
+    pub async fn set<C: Collection>(
+        &mut self,
+        oid: Oid<C::Model>,
+        change: <C::Model as Model>::Change,
+    ) -> Result<(), ClientError> {
+        self.set_all::<C>(oid, [change]).await
+    }
+
+    /// Changes several attributes of a model at once (all or nothing) and waits for the `ack`.
+    pub async fn set_all<C: Collection>(
+        &mut self,
+        oid: Oid<C::Model>,
+        changes: impl IntoIterator<Item = <C::Model as Model>::Change>,
+    ) -> Result<(), ClientError> {
+        let mut set = Map::new();
+        for change in changes {
+            let (name, value) = encode_change::<C::Model>(change);
+            set.insert(name.to_owned(), value);
+        }
+        self.change(C::NAME, oid.raw(), Value::Object(set)).await
+    }
+
+    /// Creates a model in collection `C` and waits for its OID. Every public attribute is sent,
+    /// except read-only ones left at their `Default` (the server refuses a client-written
+    /// read-only attribute; it fills them itself, e.g. in `on_create`).
+    pub async fn create<C: Collection>(
+        &mut self,
+        model: C::Model,
+    ) -> Result<Oid<C::Model>, ClientError> {
+        let defaults = C::Model::default();
+        let mut attrs = Map::new();
+        for &attr in <C::Model as Model>::ATTRS {
+            let value = model.attr_value(attr);
+            if attr.is_readonly() && value == defaults.attr_value(attr) {
+                continue;
+            }
+            attrs.insert(attr.name().to_owned(), value);
+        }
+        self.add(C::NAME, Value::Object(attrs))
+            .await
+            .map(Oid::from_raw)
+    }
+
+    /// Removes a model of collection `C` and waits for the `ack`.
+    pub async fn destroy<C: Collection>(&mut self, oid: Oid<C::Model>) -> Result<(), ClientError> {
+        self.remove(C::NAME, oid.raw()).await
+    }
+
+    /// Reads messages until the model `oid` of collection `C` is held and satisfies `pred`;
+    /// returns it.
+    pub async fn wait_model<C: Collection>(
+        &mut self,
+        oid: Oid<C::Model>,
+        mut pred: impl FnMut(&C::Model) -> bool,
+    ) -> Result<C::Model, ClientError> {
+        let mut found = None;
+        let mut failure = None;
+        self.wait_until(|c| match c.get::<C>(oid) {
+            Ok(Some(m)) if pred(&m) => {
+                found = Some(m);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                failure = Some(e);
+                true
+            }
+        })
+        .await?;
+        match (found, failure) {
+            (_, Some(e)) => Err(e),
+            (Some(m), None) => Ok(m),
+            (None, None) => Err(ClientError::Timeout),
+        }
+    }
+}
+
+/// Decodes a model the client holds (attributes by wire name) with the model's own decoders,
+/// starting from its `Default`.
+pub fn decode_model<M: Model>(attrs: &Attrs) -> Result<M, ClientError> {
+    let mut model = M::default();
+    for (name, value) in attrs {
+        let attr = M::Attr::from_name(name).ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "the server sent attribute `{name}`, which model `{}` does not have",
+                M::NAME
+            ))
+        })?;
+        let change = M::decode_change(attr, value)
+            .map_err(|e| ClientError::Protocol(format!("the server sent {e}")))?;
+        model.apply(change);
+    }
+    Ok(model)
+}
+
+/// The wire name and JSON value of a typed change, encoded as the server encodes the attribute.
+pub fn encode_change<M: Model>(change: M::Change) -> (&'static str, Value) {
+    let attr = M::change_attr(&change);
+    let mut model = M::default();
+    model.apply(change);
+    (attr.name(), model.attr_value(attr))
 }
 
 fn split_oid(m: &Value) -> Result<(u64, Attrs), ClientError> {

@@ -13,3 +13,4 @@ mod leaks;
 mod order;
 mod storage;
 mod sync;
+mod typed_client;

@@ -1,0 +1,104 @@
+//! The server under test of `omni-bench`: the players game reduced to what the benchmark needs.
+//!
+//! `P` players are seeded (`--models`); every connection may read every player and write any of
+//! its public attributes (a benchmark, not a game with rules), so each change is fanned out to
+//! every client. The per-connection message rate limit is lifted (`--rate-limit`) so that a few
+//! writers can drive the server at its maximum rate.
+//!
+//! It prints `listening <addr>` on stdout once it accepts connections, and exits when its
+//! standard input closes, so it never outlives the load generator that started it.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use omni_bench::model::{Player, Players};
+use omni_runtime::{Config, Omni};
+
+#[derive(Parser, Debug)]
+#[command(about = "Server under test of omni-bench (the 'game' scenario)")]
+struct Args {
+    /// Number of players seeded.
+    #[arg(long, default_value_t = 100)]
+    models: usize,
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: SocketAddr,
+    /// Tokio worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// `Config::max_queue_bytes`: pending bytes per connection before it is resynced.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_queue_bytes: usize,
+    /// `Config::max_messages_per_second` (and twice that as burst) per connection.
+    #[arg(long, default_value_t = 100_000_000)]
+    rate_limit: u32,
+    /// Set TCP_NODELAY on the listening socket, which accepted sockets inherit on Linux
+    /// (`Server::serve` does not set it; this measures what setting it would change).
+    #[arg(long)]
+    nodelay: bool,
+    /// Keep running when standard input closes.
+    #[arg(long)]
+    ignore_stdin: bool,
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    rt.build()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> std::io::Result<()> {
+    let players = (0..args.models).map(|i| Player {
+        name: format!("p{i}"),
+        x: (i % 640) as i32,
+        y: (i / 640) as i32,
+        ..Player::default()
+    });
+    let config = Config {
+        static_dir: None,
+        max_queue_bytes: args.max_queue_bytes,
+        max_messages_per_second: args.rate_limit,
+        message_burst: args.rate_limit.saturating_mul(2),
+        max_message_size: 16 << 20,
+        ..Config::default()
+    };
+    let server = Omni::<()>::new()
+        .config(config)
+        .collection(Players::with(players))
+        .build();
+    let listener = listen(args.addr, args.nodelay)?;
+    let addr = listener.local_addr()?;
+    // The load generator reads this line to find the server.
+    println!("listening {addr}");
+    if !args.ignore_stdin {
+        tokio::spawn(async {
+            use tokio::io::AsyncReadExt;
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 64];
+            while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+            std::process::exit(0);
+        });
+    }
+    server.serve(listener).await;
+    Ok(())
+}
+
+/// A listening socket on `addr`, as `tokio::net::TcpListener::bind` makes it (with a larger
+/// backlog for thousands of clients), optionally with TCP_NODELAY.
+fn listen(addr: SocketAddr, nodelay: bool) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if nodelay {
+        socket.set_tcp_nodelay(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}

@@ -1,0 +1,1044 @@
+//! `omni-bench`: the load generator of the 'game' benchmark (docs/BENCHMARKS.md).
+//!
+//! For each configuration (clients C x models P x rate) it starts `omni-bench-server` as a child
+//! process, connects C WebSocket clients, lets W of them change players at a fixed total rate or
+//! as fast as the server acknowledges, and measures deliveries (one change reaching one client),
+//! latency from the writer's send to each client's receipt, lost and reordered deliveries, the
+//! server's CPU time per delivery and memory per connection (from `/proc`), and the time for the
+//! C clients to receive the initial state.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use omni_bench::procfs::{clock_ticks_per_second, cpu_ticks, rss_kib};
+use omni_bench::scan::{Event, scan};
+use serde::Serialize;
+use tokio::io::AsyncBufReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Sink = SplitSink<Ws, Message>;
+type Stream = SplitStream<Ws>;
+/// A writer's link to its connection, and where the connection's write half and OIDs go.
+type WriterHandoff = (Arc<Link>, tokio::sync::oneshot::Sender<(Sink, Vec<u64>)>);
+
+/// How fast writers change players.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Rate {
+    /// As fast as the server acknowledges (each writer keeps `--window` changes in flight).
+    Max,
+    /// This many changes per second in total, spread over the writers.
+    PerSecond(f64),
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("max") {
+            return Ok(Rate::Max);
+        }
+        s.replace('_', "")
+            .parse::<f64>()
+            .ok()
+            .filter(|r| *r > 0.0)
+            .map(Rate::PerSecond)
+            .ok_or_else(|| format!("`{s}`: expected `max` or a positive number of changes/s"))
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::Max => f.write_str("max"),
+            Rate::PerSecond(r) => write!(f, "{r}/s"),
+        }
+    }
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    about = "Load generator of Omni's 'game' benchmark: C clients, P players, W writers",
+    long_about = "Runs every combination of --clients x --models x --rate (each --runs times, \
+                  each against a fresh server process) and prints one table row per combination \
+                  (medians over the runs). See docs/BENCHMARKS.md."
+)]
+struct Args {
+    /// Numbers of clients (connections), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    clients: Vec<usize>,
+    /// Numbers of players (models) seeded, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    models: Vec<usize>,
+    /// Total change rates, comma-separated: `max` or changes per second (e.g. `1000`).
+    #[arg(long, value_delimiter = ',', default_value = "max")]
+    rate: Vec<Rate>,
+    /// Writers: the first W clients also send changes (each owns the players i with i % W == w).
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Changes each writer may have sent but not yet seen acknowledged.
+    #[arg(long, default_value_t = 32)]
+    window: u64,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Runs of each configuration; the table shows medians.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Add one client that reads its snapshot, then stops reading until the end of the run.
+    #[arg(long)]
+    slow_client: bool,
+    /// The server's `max_queue_bytes` (pending bytes per connection before a resync).
+    #[arg(long, default_value_t = 4 << 20)]
+    max_queue_bytes: usize,
+    /// Start the server with `--nodelay` (TCP_NODELAY on its sockets; not what `Server::serve`
+    /// does today: see docs/BENCHMARKS.md).
+    #[arg(long)]
+    nodelay: bool,
+    /// Path of `omni-bench-server` (default: next to this executable).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Worker threads of the server (default: one per core).
+    #[arg(long)]
+    server_threads: Option<usize>,
+    /// Worker threads of the load generator (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Connections opened concurrently while connecting.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Seconds allowed for connecting all clients and for draining at the end.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// Write the rows (with every run) as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// One table row: a configuration's figures.
+#[derive(Serialize, Debug, Clone, Default)]
+struct Row {
+    scenario: String,
+    clients: usize,
+    models: usize,
+    writers: usize,
+    /// Seconds measured.
+    secs: f64,
+    /// Changes acknowledged per second (all writers) during the measured window.
+    changes_per_sec: f64,
+    /// Change messages received per second by all clients during the measured window.
+    deliveries_per_sec: f64,
+    /// Latency from the writer's send to a client's receipt, in milliseconds.
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// Deliveries that never arrived (gaps in a model's sequence, or missing at the end).
+    lost: u64,
+    /// Deliveries that arrived out of order or twice.
+    reordered: u64,
+    /// `reject`/`error` answers, failed connections, and resyncs of normal clients.
+    errors: u64,
+    /// Server CPU time (user + system, all threads) per delivery, in microseconds.
+    cpu_us_per_delivery: f64,
+    /// Server CPU use during the window, in % of one core.
+    server_cpu_pct: f64,
+    /// Load generator CPU use during the window, in % of one core.
+    generator_cpu_pct: f64,
+    /// Server RSS before clients connected, in MiB.
+    rss_base_mib: f64,
+    /// (RSS with all clients connected and idle - base) / clients, in KiB.
+    kib_per_conn: f64,
+    /// Highest server RSS sampled during the load, in MiB.
+    rss_max_mib: f64,
+    /// Server RSS at the end of the window, in MiB.
+    rss_end_mib: f64,
+    /// Seconds for all C clients to connect and receive the initial state of P models.
+    initial_state_secs: f64,
+    /// The slow-client report, in slow-client mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slow: Option<SlowReport>,
+    /// Server RSS samples (seconds since the load started, MiB).
+    rss_series: Vec<(f64, f64)>,
+    /// The individual runs this row is the median of.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    runs: Vec<Row>,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+struct SlowReport {
+    /// Bytes the slow client had read before it stopped reading.
+    stopped_after_snapshot: bool,
+    /// Whether it held the server's final state after it read again.
+    caught_up: bool,
+    /// Seconds from reading again to holding the final state.
+    catch_up_secs: f64,
+    /// Snapshots (resyncs) it received after reading again.
+    resyncs: u64,
+}
+
+/// State shared by the tasks of one run.
+struct Run {
+    epoch: Instant,
+    measuring: AtomicBool,
+    writers_stop: AtomicBool,
+    deliveries: AtomicU64,
+    lost: AtomicU64,
+    reordered: AtomicU64,
+    errors: AtomicU64,
+    snapshots: AtomicUsize,
+    hists: Vec<Mutex<Histogram<u64>>>,
+    /// Each model's last sequence number, by model index, once the writers finished.
+    finals: OnceLock<Vec<u64>>,
+    stop: watch::Sender<bool>,
+    models: usize,
+    /// The first client error, to stop a run early.
+    failure: Mutex<Option<String>>,
+}
+
+/// Between a writer and the reader of the same connection.
+#[derive(Default)]
+struct Link {
+    acked: AtomicU64,
+    notify: Notify,
+}
+
+const SHARDS: usize = 32;
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(16 << 10)
+        .write_buffer_size(16 << 10)
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20))
+}
+
+async fn connect(url: &str) -> Result<Ws, String> {
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
+        .await
+        .map_err(|e| format!("connect {url}: {e}"))?;
+    Ok(ws)
+}
+
+/// Per-client tracking of each model's sequence number.
+struct Seqs {
+    first_oid: u64,
+    last: Vec<u64>,
+}
+
+impl Seqs {
+    fn from_models(models: &[(u64, u64)]) -> Result<Seqs, String> {
+        let first_oid = models.iter().map(|m| m.0).min().unwrap_or(1);
+        let mut last = vec![0; models.len()];
+        for &(oid, seq) in models {
+            let i = (oid - first_oid) as usize;
+            *last
+                .get_mut(i)
+                .ok_or_else(|| format!("snapshot OIDs are not contiguous (oid {oid})"))? = seq;
+        }
+        Ok(Seqs { first_oid, last })
+    }
+    fn slot(&mut self, oid: u64) -> Option<&mut u64> {
+        self.last.get_mut(oid.checked_sub(self.first_oid)? as usize)
+    }
+}
+
+/// Reads frames until the snapshot; returns the models (oid, seq) it held.
+async fn read_snapshot(stream: &mut Stream) -> Result<Vec<(u64, u64)>, String> {
+    loop {
+        let msg = stream
+            .next()
+            .await
+            .ok_or("closed before the snapshot")?
+            .map_err(|e| e.to_string())?;
+        let Message::Text(text) = msg else { continue };
+        let mut models = Vec::new();
+        let mut got = false;
+        scan(text.as_bytes(), |e| match e {
+            Event::Snapshot => got = true,
+            Event::Model { oid, seq } => models.push((oid, seq)),
+            _ => {}
+        });
+        if got {
+            return Ok(models);
+        }
+    }
+}
+
+/// One of the C clients: connects, takes its snapshot, then checks and times every change.
+async fn client(
+    idx: usize,
+    url: Arc<str>,
+    run: Arc<Run>,
+    gate: Arc<Semaphore>,
+    writer: Option<WriterHandoff>,
+) -> Result<(), String> {
+    let permit = gate.acquire().await.map_err(|e| e.to_string())?;
+    let (sink, mut stream) = connect(&url).await?.split();
+    let models = read_snapshot(&mut stream).await?;
+    drop(permit);
+    if models.len() != run.models {
+        return Err(format!(
+            "snapshot held {} models, expected {}",
+            models.len(),
+            run.models
+        ));
+    }
+    let mut seqs = Seqs::from_models(&models)?;
+    run.snapshots.fetch_add(1, Relaxed);
+    let mut stop = run.stop.subscribe();
+    // The write half goes to the writer, or stays here until the end of the run (the socket
+    // closes when both halves are dropped).
+    let (link, _sink) = match writer {
+        Some((link, tx)) => {
+            let mut oids: Vec<u64> = models.iter().map(|m| m.0).collect();
+            oids.sort_unstable();
+            let _ = tx.send((sink, oids));
+            (Some(link), None)
+        }
+        None => (None, Some(sink)),
+    };
+    let shard = &run.hists[idx % SHARDS];
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            msg = stream.next() => msg,
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None => {
+                if *stop.borrow() {
+                    break;
+                }
+                return Err("the server closed the connection".into());
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            Some(Ok(_)) => continue,
+        };
+        let now = run.epoch.elapsed().as_nanos() as i64;
+        let mut hist = if run.measuring.load(Relaxed) {
+            Some(shard.lock().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            None
+        };
+        let (mut n, mut lost, mut reordered, mut errors, mut acks) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut resync: Option<Vec<(u64, u64)>> = None;
+        scan(text.as_bytes(), |e| match e {
+            Event::Change { oid, seq, ts } => {
+                n += 1;
+                match (seqs.slot(oid), seq) {
+                    (Some(last), Some(seq)) => {
+                        if seq == *last + 1 {
+                            *last = seq;
+                        } else if seq > *last {
+                            lost += seq - *last - 1;
+                            *last = seq;
+                        } else {
+                            reordered += 1;
+                        }
+                    }
+                    _ => errors += 1,
+                }
+                if let (Some(h), Some(ts)) = (hist.as_mut(), ts) {
+                    h.saturating_record(((now - ts).max(0) / 1000) as u64);
+                }
+            }
+            Event::Ack { .. } => acks += 1,
+            Event::Refusal => {
+                errors += 1;
+                acks += 1;
+            }
+            Event::Snapshot => {
+                // A resync: this client fell behind and the server dropped its queue.
+                errors += 1;
+                resync = Some(Vec::new());
+            }
+            Event::Model { oid, seq } => {
+                if let Some(r) = resync.as_mut() {
+                    r.push((oid, seq));
+                }
+            }
+            Event::Hello | Event::Other => {}
+        });
+        drop(hist);
+        if let Some(models) = resync {
+            seqs = Seqs::from_models(&models)?;
+        }
+        run.deliveries.fetch_add(n, Relaxed);
+        if lost > 0 {
+            run.lost.fetch_add(lost, Relaxed);
+        }
+        if reordered > 0 {
+            run.reordered.fetch_add(reordered, Relaxed);
+        }
+        if errors > 0 {
+            run.errors.fetch_add(errors, Relaxed);
+        }
+        if let (Some(link), true) = (&link, acks > 0) {
+            link.acked.fetch_add(acks, Relaxed);
+            link.notify.notify_one();
+        }
+    }
+    // Whatever did not arrive by the end is lost.
+    if let Some(finals) = run.finals.get() {
+        let missing: u64 = finals
+            .iter()
+            .zip(&seqs.last)
+            .map(|(f, l)| f.saturating_sub(*l))
+            .sum();
+        run.lost.fetch_add(missing, Relaxed);
+    }
+    Ok(())
+}
+
+/// What a writer did.
+struct Written {
+    sent: u64,
+    /// (oid, last seq) of the players it owns.
+    finals: Vec<(u64, u64)>,
+}
+
+/// Changes its players (round robin) at `rate` (its share) or as fast as acks allow.
+#[allow(clippy::too_many_arguments)]
+async fn writer(
+    w: usize,
+    writers: usize,
+    mut sink: Sink,
+    oids: Vec<u64>,
+    link: Arc<Link>,
+    run: Arc<Run>,
+    rate: Rate,
+    window: u64,
+) -> Result<Written, String> {
+    let mine: Vec<u64> = oids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % writers == w)
+        .map(|(_, o)| *o)
+        .collect();
+    let mut seq = vec![0u64; mine.len()];
+    let mut next = 0usize;
+    let mut sent = 0u64;
+    let start = Instant::now();
+    let mut buf = String::with_capacity(160);
+    while !run.writers_stop.load(Relaxed) && !mine.is_empty() {
+        let notified = pin!(link.notify.notified());
+        let room = window.saturating_sub(sent - link.acked.load(Relaxed));
+        let n = match rate {
+            Rate::Max => room,
+            Rate::PerSecond(total) => {
+                let due = (start.elapsed().as_secs_f64() * total / writers as f64) as u64;
+                due.saturating_sub(sent).min(room)
+            }
+        };
+        if n == 0 {
+            let wait = match rate {
+                Rate::Max => Duration::from_millis(50),
+                Rate::PerSecond(_) => Duration::from_millis(1),
+            };
+            tokio::select! {
+                _ = notified, if rate == Rate::Max => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        for _ in 0..n {
+            let i = next;
+            next = (next + 1) % mine.len();
+            seq[i] += 1;
+            sent += 1;
+            let s = seq[i];
+            let ts = run.epoch.elapsed().as_nanos() as i64;
+            buf.clear();
+            let _ = write!(
+                buf,
+                r#"{{"t":"change","id":{sent},"c":"players","oid":{},"set":{{"x":{},"y":{},"seq":{s},"ts":{ts}}}}}"#,
+                mine[i],
+                s % 640,
+                (s / 640) % 400,
+            );
+            sink.feed(Message::text(buf.as_str()))
+                .await
+                .map_err(|e| format!("writer {w}: {e}"))?;
+        }
+        sink.flush().await.map_err(|e| format!("writer {w}: {e}"))?;
+    }
+    // Wait for the answers to everything sent.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while link.acked.load(Relaxed) < sent {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "writer {w}: {} changes never acknowledged",
+                sent - link.acked.load(Relaxed)
+            ));
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), link.notify.notified()).await;
+    }
+    drop(sink);
+    Ok(Written {
+        sent,
+        finals: mine.into_iter().zip(seq).collect(),
+    })
+}
+
+/// The slow client: takes its snapshot, stops reading until `resume`, then reads until it holds
+/// the final state.
+async fn slow_client(
+    url: Arc<str>,
+    run: Arc<Run>,
+    resume: Arc<Notify>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<SlowReport, String> {
+    let (sink, mut stream) = connect(&url).await?.split();
+    let models = read_snapshot(&mut stream).await?;
+    let mut seqs = Seqs::from_models(&models)?;
+    let _ = ready.send(());
+    resume.notified().await;
+    let start = Instant::now();
+    let mut resyncs = 0;
+    let finals = run.finals.get().cloned().unwrap_or_default();
+    let done = |seqs: &Seqs| finals.iter().zip(&seqs.last).all(|(f, l)| l >= f);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done(&seqs) {
+        let msg = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(msg))) => msg,
+            Ok(_) => break,
+        };
+        let Message::Text(text) = msg else { continue };
+        let mut resync: Option<Vec<(u64, u64)>> = None;
+        scan(text.as_bytes(), |e| match e {
+            Event::Snapshot => {
+                resyncs += 1;
+                resync = Some(Vec::new());
+            }
+            Event::Model { oid, seq } => {
+                if let Some(r) = resync.as_mut() {
+                    r.push((oid, seq));
+                }
+            }
+            Event::Change {
+                oid, seq: Some(s), ..
+            } => {
+                if let Some(r) = resync.take() {
+                    seqs = Seqs::from_models(&r).unwrap_or(Seqs {
+                        first_oid: 1,
+                        last: Vec::new(),
+                    });
+                }
+                if let Some(l) = seqs.slot(oid) {
+                    *l = (*l).max(s);
+                }
+            }
+            _ => {}
+        });
+        if let Some(r) = resync {
+            seqs = Seqs::from_models(&r)?;
+        }
+    }
+    drop(sink);
+    Ok(SlowReport {
+        stopped_after_snapshot: true,
+        caught_up: done(&seqs),
+        catch_up_secs: start.elapsed().as_secs_f64(),
+        resyncs,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn median_row(runs: Vec<Row>) -> Row {
+    let m = |f: fn(&Row) -> f64| median(runs.iter().map(f).collect());
+    let mut row = runs[0].clone();
+    row.secs = m(|r| r.secs);
+    row.changes_per_sec = m(|r| r.changes_per_sec);
+    row.deliveries_per_sec = m(|r| r.deliveries_per_sec);
+    row.p50_ms = m(|r| r.p50_ms);
+    row.p99_ms = m(|r| r.p99_ms);
+    row.max_ms = m(|r| r.max_ms);
+    row.cpu_us_per_delivery = m(|r| r.cpu_us_per_delivery);
+    row.server_cpu_pct = m(|r| r.server_cpu_pct);
+    row.generator_cpu_pct = m(|r| r.generator_cpu_pct);
+    row.rss_base_mib = m(|r| r.rss_base_mib);
+    row.kib_per_conn = m(|r| r.kib_per_conn);
+    row.rss_max_mib = m(|r| r.rss_max_mib);
+    row.rss_end_mib = m(|r| r.rss_end_mib);
+    row.initial_state_secs = m(|r| r.initial_state_secs);
+    // Losses are summed, not averaged: any run with a loss shows.
+    row.lost = runs.iter().map(|r| r.lost).sum();
+    row.reordered = runs.iter().map(|r| r.reordered).sum();
+    row.errors = runs.iter().map(|r| r.errors).sum();
+    if runs.len() > 1 {
+        // Each run keeps its own RSS series.
+        row.rss_series = Vec::new();
+        row.runs = runs;
+    }
+    row
+}
+
+struct Server {
+    child: tokio::process::Child,
+    pid: u32,
+    url: Arc<str>,
+}
+
+async fn start_server(args: &Args, models: usize) -> Result<Server, String> {
+    let path = match &args.server {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("omni-bench-server"),
+    };
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.arg("--models")
+        .arg(models.to_string())
+        .arg("--max-queue-bytes")
+        .arg(args.max_queue_bytes.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if args.nodelay {
+        cmd.arg("--nodelay");
+    }
+    if let Some(n) = args.server_threads {
+        cmd.arg("--threads").arg(n.to_string());
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e} (build it with `cargo build --release -p omni-bench`, or pass --server)", path.display()))?;
+    let pid = child.id().ok_or("server exited at once")?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| "the server did not print its address within 30 s")?
+        .map_err(|e| e.to_string())?
+        .ok_or("the server exited before printing its address")?;
+    let addr = line
+        .strip_prefix("listening ")
+        .ok_or_else(|| format!("unexpected first line from the server: {line}"))?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Server {
+        child,
+        pid,
+        url: format!("ws://{addr}/omni").into(),
+    })
+}
+
+fn bar(args: &Args, prefix: String, len: u64) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos:>6}/{len:6} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix);
+    pb
+}
+
+async fn run_one(args: &Args, clients: usize, models: usize, rate: Rate) -> Result<Row, String> {
+    let ticks = clock_ticks_per_second() as f64;
+    let writers = args.writers.clamp(1, models.min(clients).max(1));
+    let scenario = format!(
+        "{rate}{}{}",
+        if args.slow_client { "+slow" } else { "" },
+        if args.nodelay { " nodelay" } else { "" }
+    );
+    let label = format!("C={clients} P={models} {scenario}");
+    let mut server = start_server(args, models).await?;
+    let pid = server.pid;
+    // Let the server settle before the base reading.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_base = rss_kib(pid).unwrap_or(0);
+    let (stop, _) = watch::channel(false);
+    let run = Arc::new(Run {
+        epoch: Instant::now(),
+        measuring: AtomicBool::new(false),
+        writers_stop: AtomicBool::new(false),
+        deliveries: AtomicU64::new(0),
+        lost: AtomicU64::new(0),
+        reordered: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        snapshots: AtomicUsize::new(0),
+        hists: (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"))
+            })
+            .collect(),
+        finals: OnceLock::new(),
+        stop,
+        models,
+        failure: Mutex::new(None),
+    });
+
+    // Connect the clients; the first `writers` of them also write.
+    let pb = bar(args, format!("{label}: connect"), clients as u64);
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    let mut writer_parts = Vec::new();
+    for idx in 0..clients {
+        let writer = if idx < writers {
+            let link = Arc::new(Link::default());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            writer_parts.push((link.clone(), rx));
+            Some((link, tx))
+        } else {
+            None
+        };
+        let task = client(idx, server.url.clone(), run.clone(), gate.clone(), writer);
+        let run2 = run.clone();
+        tasks.push(tokio::spawn(async move {
+            let result = task.await;
+            if let Err(e) = &result {
+                let mut failure = run2.failure.lock().unwrap_or_else(|e| e.into_inner());
+                failure.get_or_insert_with(|| e.clone());
+            }
+            result
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout);
+    loop {
+        let n = run.snapshots.load(Relaxed);
+        pb.set_position(n as u64);
+        if n == clients {
+            break;
+        }
+        if let Some(e) = run.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            pb.finish_and_clear();
+            return Err(format!("{label}: a client failed while connecting: {e}"));
+        }
+        if Instant::now() > deadline {
+            pb.finish_and_clear();
+            return Err(format!(
+                "{label}: only {n} of {clients} clients got their snapshot in time"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let initial_state_secs = t0.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    // Idle memory per connection, once the snapshots went out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = rss_kib(pid).unwrap_or(0);
+
+    let resume = Arc::new(Notify::new());
+    let slow = if args.slow_client {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(slow_client(
+            server.url.clone(),
+            run.clone(),
+            resume.clone(),
+            ready_tx,
+        ));
+        ready_rx
+            .await
+            .map_err(|_| format!("{label}: the slow client failed to connect"))?;
+        Some(task)
+    } else {
+        None
+    };
+
+    // Start the writers.
+    let mut writer_tasks = Vec::new();
+    for (w, (link, rx)) in writer_parts.into_iter().enumerate() {
+        let (sink, oids) = rx.await.map_err(|_| "writer connection lost")?;
+        writer_tasks.push(tokio::spawn(writer(
+            w,
+            writers,
+            sink,
+            oids,
+            link,
+            run.clone(),
+            rate,
+            args.window,
+        )));
+    }
+    let load_start = Instant::now();
+    let mut rss_series = Vec::new();
+    let sample = |series: &mut Vec<(f64, f64)>| {
+        let rss = rss_kib(pid).unwrap_or(0) as f64 / 1024.0;
+        series.push((load_start.elapsed().as_secs_f64(), rss));
+    };
+    let pb = bar(
+        args,
+        format!("{label}: warm-up"),
+        (args.warmup * 10.0).ceil() as u64,
+    );
+    while load_start.elapsed().as_secs_f64() < args.warmup {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pb.inc(1);
+        sample(&mut rss_series);
+    }
+    pb.finish_and_clear();
+
+    // The measured window.
+    let pb = bar(
+        args,
+        format!("{label}: measure"),
+        (args.secs * 10.0).ceil() as u64,
+    );
+    let cpu0 = cpu_ticks(pid).unwrap_or(0);
+    let gen0 = cpu_ticks(std::process::id()).unwrap_or(0);
+    let d0 = run.deliveries.load(Relaxed);
+    let w_start = Instant::now();
+    run.measuring.store(true, Relaxed);
+    let mut last = (Instant::now(), d0);
+    while w_start.elapsed().as_secs_f64() < args.secs {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let d = run.deliveries.load(Relaxed);
+        let dt = last.0.elapsed().as_secs_f64();
+        pb.set_message(format!("{:>10.0} deliveries/s", (d - last.1) as f64 / dt));
+        last = (Instant::now(), d);
+        pb.inc(1);
+        sample(&mut rss_series);
+    }
+    run.measuring.store(false, Relaxed);
+    let d1 = run.deliveries.load(Relaxed);
+    let cpu1 = cpu_ticks(pid).unwrap_or(0);
+    let gen1 = cpu_ticks(std::process::id()).unwrap_or(0);
+    let window = w_start.elapsed().as_secs_f64();
+    let rss_end = rss_kib(pid).unwrap_or(0);
+    pb.finish_and_clear();
+
+    // Stop the writers, wait for their acks and for every delivery.
+    run.writers_stop.store(true, Relaxed);
+    let mut total_sent = 0;
+    let mut finals = vec![0u64; models];
+    for t in writer_tasks {
+        let written = t
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{label}: {e}"))?;
+        total_sent += written.sent;
+        for (oid, seq) in written.finals {
+            if let Some(f) = finals.get_mut((oid - 1) as usize) {
+                *f = seq;
+            }
+        }
+    }
+    let expected = total_sent * clients as u64;
+    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.min(60.0));
+    while run.deliveries.load(Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = run.finals.set(finals);
+    let _ = run.stop.send(true);
+    let mut failed = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failed += 1;
+                eprintln!("{label}: client error: {e}");
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{label}: client task failed: {e}");
+            }
+        }
+    }
+    let slow = match slow {
+        Some(task) => {
+            resume.notify_one();
+            Some(
+                task.await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("{label}: slow client: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    let _ = server.child.kill().await;
+
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    for h in &run.hists {
+        let h = h.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = hist.add(&*h);
+    }
+    let deliveries = (d1 - d0) as f64;
+    // Changes acknowledged during the window: deliveries / clients is exact when nothing is lost.
+    let changes_per_sec = deliveries / clients as f64 / window;
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok(Row {
+        scenario,
+        clients,
+        models,
+        writers,
+        secs: window,
+        changes_per_sec,
+        deliveries_per_sec: deliveries / window,
+        p50_ms: ms(hist.value_at_quantile(0.50)),
+        p99_ms: ms(hist.value_at_quantile(0.99)),
+        max_ms: ms(hist.max()),
+        lost: run.lost.load(Relaxed),
+        reordered: run.reordered.load(Relaxed),
+        errors: run.errors.load(Relaxed) + failed,
+        cpu_us_per_delivery: if deliveries > 0.0 {
+            (cpu1 - cpu0) as f64 / ticks * 1e6 / deliveries
+        } else {
+            0.0
+        },
+        server_cpu_pct: (cpu1 - cpu0) as f64 / ticks / window * 100.0,
+        generator_cpu_pct: (gen1 - gen0) as f64 / ticks / window * 100.0,
+        rss_base_mib: rss_base as f64 / 1024.0,
+        kib_per_conn: rss_idle.saturating_sub(rss_base) as f64 / clients as f64,
+        rss_max_mib: rss_series.iter().map(|s| s.1).fold(0.0, f64::max),
+        rss_end_mib: rss_end as f64 / 1024.0,
+        initial_state_secs,
+        slow,
+        rss_series,
+        runs: Vec::new(),
+    })
+}
+
+fn human(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.2}M", n / 1e6)
+    } else if n >= 1e4 {
+        format!("{:.0}k", n / 1e3)
+    } else if n >= 1e3 {
+        format!("{:.1}k", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "| scenario | C | P | W | changes/s | deliveries/s | p50 ms | p99 ms | max ms | lost | reord | err | CPU µs/deliv | srv CPU | gen CPU | KiB/conn | RSS max MiB | init s |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {:.3} | {:.0}% | {:.0}% | {:.1} | {:.1} | {:.2} |",
+            r.scenario,
+            r.clients,
+            r.models,
+            r.writers,
+            human(r.changes_per_sec),
+            human(r.deliveries_per_sec),
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.lost,
+            r.reordered,
+            r.errors,
+            r.cpu_us_per_delivery,
+            r.server_cpu_pct,
+            r.generator_cpu_pct,
+            r.kib_per_conn,
+            r.rss_max_mib,
+            r.initial_state_secs,
+        );
+    }
+    for r in rows.iter().filter(|r| r.slow.is_some()) {
+        if let Some(s) = &r.slow {
+            println!(
+                "slow client (C={} P={} {}): server RSS max {:.1} MiB, end {:.1} MiB; after reading again: {} in {:.2} s ({} resync snapshot(s)); other clients p99 {:.2} ms, max {:.1} ms",
+                r.clients,
+                r.models,
+                r.scenario,
+                r.rss_max_mib,
+                r.rss_end_mib,
+                if s.caught_up {
+                    "caught up"
+                } else {
+                    "DID NOT catch up"
+                },
+                s.catch_up_secs,
+                s.resyncs,
+                r.p99_ms,
+                r.max_ms
+            );
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    // 10,000 clients need 10,000 descriptors here and as many in the server (which inherits it).
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("omni-bench: cannot start the runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = rt.block_on(async {
+        let mut rows = Vec::new();
+        let mut failed = false;
+        for &models in &args.models {
+            for &clients in &args.clients {
+                for &rate in &args.rate {
+                    let mut runs = Vec::new();
+                    for _ in 0..args.runs.max(1) {
+                        match run_one(&args, clients, models, rate).await {
+                            Ok(row) => runs.push(row),
+                            Err(e) => {
+                                eprintln!("omni-bench: {e}");
+                                failed = true;
+                            }
+                        }
+                    }
+                    if !runs.is_empty() {
+                        rows.push(median_row(runs));
+                    }
+                }
+            }
+        }
+        print_table(&rows);
+        if let Some(path) = &args.json {
+            match serde_json::to_vec_pretty(&rows) {
+                Ok(json) => {
+                    if let Err(e) = std::fs::write(path, json) {
+                        eprintln!("omni-bench: cannot write {}: {e}", path.display());
+                        failed = true;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("omni-bench: {e}");
+                    failed = true;
+                }
+            }
+        }
+        let bad = rows.iter().any(|r| r.lost > 0 || r.reordered > 0);
+        if failed || bad { 1 } else { 0 }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    std::process::exit(code);
+}

@@ -1,0 +1,39 @@
+//! The model of the benchmark: a game player everyone may read and write.
+
+use omni_runtime::prelude::*;
+
+/// A player of the 'game' scenario. Writers change `x`, `y`, `seq` and `ts` together.
+#[derive(Model, Clone, Default, Debug)]
+pub struct Player {
+    /// Display name, `p<index>`.
+    pub name: String,
+    /// Horizontal position.
+    pub x: i32,
+    /// Vertical position.
+    pub y: i32,
+    /// The writer's sequence number for this player: readers check it grows by one per change.
+    pub seq: u64,
+    /// When the writer sent the change: nanoseconds since the load generator's epoch.
+    pub ts: i64,
+}
+
+/// Anyone may read and write every public attribute (the benchmark measures fan-out, not rules).
+impl Permissions<()> for Player {
+    fn can_write(&self, _ctx: &Access<(), Self>, _change: &PlayerChange) -> bool {
+        true
+    }
+}
+
+/// All players.
+#[collection(model = Player)]
+pub struct Players;
+
+/// Anyone may create and remove players.
+impl CollectionPermissions<()> for Players {
+    fn can_create(&self, _ctx: &Ctx<'_, ()>, _model: &Player) -> bool {
+        true
+    }
+    fn can_destroy(&self, _ctx: &Ctx<'_, ()>, _model: &Player) -> bool {
+        true
+    }
+}
