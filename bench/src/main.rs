@@ -106,10 +106,13 @@ struct Args {
     /// The server's `max_queue_bytes` (pending bytes per connection before a resync).
     #[arg(long, default_value_t = 4 << 20)]
     max_queue_bytes: usize,
-    /// Start the server with `--nodelay` (TCP_NODELAY on its sockets; not what `Server::serve`
-    /// does today: see docs/BENCHMARKS.md).
+    /// Start the server with `--nodelay` (TCP_NODELAY set by the server binary itself; since
+    /// `Server::serve` sets it too, this only matters for older servers: see docs/BENCHMARKS.md).
     #[arg(long)]
     nodelay: bool,
+    /// The server's `Config::socket_read_buffer` in bytes (default: the runtime's default).
+    #[arg(long)]
+    read_buffer: Option<usize>,
     /// Path of `omni-bench-server` (default: next to this executable).
     #[arg(long)]
     server: Option<PathBuf>,
@@ -624,6 +627,9 @@ async fn start_server(args: &Args, models: usize) -> Result<Server, String> {
         .kill_on_drop(true);
     if args.nodelay {
         cmd.arg("--nodelay");
+    }
+    if let Some(n) = args.read_buffer {
+        cmd.arg("--read-buffer").arg(n.to_string());
     }
     if let Some(n) = args.server_threads {
         cmd.arg("--threads").arg(n.to_string());

@@ -77,6 +77,11 @@ pub struct Config {
     /// as the `Host` header. Requests without an `Origin` header (non-browser clients) are
     /// allowed. A refused origin gets HTTP 403. Default: empty.
     pub allowed_origins: Vec<String>,
+    /// Bytes each WebSocket reads from its socket at a time (tungstenite's read buffer; it
+    /// grows while a larger message arrives). Small keeps idle connections cheap (about 6 KiB
+    /// each at 2 KiB); 8 KiB or more reads faster under saturating load (docs/BENCHMARKS.md).
+    /// Default: 2 KiB.
+    pub socket_read_buffer: usize,
 }
 
 impl Default for Config {
@@ -90,6 +95,7 @@ impl Default for Config {
             max_messages_per_second: 2_000,
             message_burst: 4_000,
             allowed_origins: Vec::new(),
+            socket_read_buffer: 2 * 1024,
         }
     }
 }
@@ -460,7 +466,8 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
                         return resp;
                     }
                     let max = shared.config.max_message_size;
-                    ws.accept(max, move |socket| connection(shared, socket))
+                    let read = shared.config.socket_read_buffer;
+                    ws.accept(read, max, move |socket| connection(shared, socket))
                 },
             );
         let shared = self.shared.clone();

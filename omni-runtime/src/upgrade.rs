@@ -21,9 +21,6 @@ use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 /// A server-side WebSocket.
 pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// Bytes read from the socket at a time; the buffer grows only while a larger message arrives.
-const READ_BUFFER: usize = 2 * 1024;
-
 /// A WebSocket upgrade request that passed the handshake checks.
 pub(crate) struct Upgrade {
     key: String,
@@ -67,13 +64,18 @@ pub(crate) fn upgrade() -> impl Filter<Extract = (Upgrade,), Error = warp::Rejec
 impl Upgrade {
     /// Answers `101 Switching Protocols` and runs `then` on the socket once hyper handed the
     /// connection over.
-    pub(crate) fn accept<F, Fut>(self, max_message_size: usize, then: F) -> warp::reply::Response
+    pub(crate) fn accept<F, Fut>(
+        self,
+        read_buffer_size: usize,
+        max_message_size: usize,
+        then: F,
+    ) -> warp::reply::Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
+            .read_buffer_size(read_buffer_size.max(256))
             .write_buffer_size(0)
             .max_message_size(Some(max_message_size))
             .max_frame_size(Some(max_message_size));

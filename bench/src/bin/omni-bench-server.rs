@@ -33,9 +33,12 @@ struct Args {
     #[arg(long, default_value_t = 100_000_000)]
     rate_limit: u32,
     /// Set TCP_NODELAY on the listening socket, which accepted sockets inherit on Linux
-    /// (`Server::serve` does not set it; this measures what setting it would change).
+    /// (`Server::serve` sets it too; kept to run the generator against older servers).
     #[arg(long)]
     nodelay: bool,
+    /// `Config::socket_read_buffer` in bytes (default: the runtime's default).
+    #[arg(long)]
+    read_buffer: Option<usize>,
     /// Keep running when standard input closes.
     #[arg(long)]
     ignore_stdin: bool,
@@ -65,6 +68,9 @@ async fn run(args: Args) -> std::io::Result<()> {
         max_messages_per_second: args.rate_limit,
         message_burst: args.rate_limit.saturating_mul(2),
         max_message_size: 16 << 20,
+        socket_read_buffer: args
+            .read_buffer
+            .unwrap_or(Config::default().socket_read_buffer),
         ..Config::default()
     };
     let server = Omni::<()>::new()
