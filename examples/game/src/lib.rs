@@ -96,7 +96,7 @@ impl CollectionPermissions<Session> for Messages {
 }
 
 /// Arguments of the `login` event.
-#[derive(Deserialize, TS)]
+#[derive(Serialize, Deserialize, TS)]
 pub struct Login {
     /// Player name; a new name creates a player.
     pub name: String,
@@ -105,7 +105,7 @@ pub struct Login {
 }
 
 /// Reply of the `login` event.
-#[derive(Serialize, TS)]
+#[derive(Serialize, Deserialize, TS)]
 pub struct LoggedIn {
     /// The player's OID: find it in `Omni.collections.players`.
     pub oid: Oid<Player>,
