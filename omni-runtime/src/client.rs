@@ -20,15 +20,28 @@
 //! with the model's own [`Model::decode_change`] and changes encoded with [`Model::write_attr`],
 //! so a client cannot send a value of the wrong type for an attribute.
 //!
-//! ```ignore
+//! ```no_run
+//! # use omni_runtime::prelude::*;
+//! # use omni_runtime::client::{Client, ClientError};
+//! # #[derive(Default)] struct Session;
+//! # #[derive(Model, Clone, Default, Debug)] struct Player { name: String, x: i32 }
+//! # impl Permissions<Session> for Player {}
+//! # #[collection(model = Player)] struct Players;
+//! # impl CollectionPermissions<Session> for Players {}
+//! # #[derive(Serialize)] struct Login { name: String, password: String }
+//! # #[derive(Deserialize)] struct LoggedIn { oid: Oid<Player> }
+//! # async fn run(mut client: Client) -> Result<(), ClientError> {
 //! // `Players` is `#[collection(model = Player)]`, `Player` a `#[derive(Model)]` struct.
+//! let login = Login { name: "Ann".into(), password: "pw".into() };
+//! let reply: LoggedIn = client.trigger("login", &login).await?;  // typed arguments and reply
+//! let oid = reply.oid;
 //! let players: Vec<(Oid<Player>, Player)> = client.models::<Players>()?;
 //! client.set::<Players>(oid, PlayerChange::X(5)).await?;          // waits for the ack
 //! let me: Option<Player> = client.get::<Players>(oid)?;
 //! let new: Oid<Player> = client.create::<Players>(Player { name: "Bo".into(), ..Default::default() }).await?;
 //! client.destroy::<Players>(new).await?;
-//! let reply: LoggedIn = client.trigger("login", &Login { .. }).await?;  // typed arguments and reply
 //! client.wait_model::<Players>(oid, |p| p.x == 5).await?;         // until a change arrives
+//! # Ok(()) }
 //! ```
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -3,9 +3,17 @@
 //! Every mutation made through the world goes through the sync engine, which records which
 //! attributes changed and sends each connection exactly what it may see of it.
 //!
-//! ```ignore
+//! ```no_run
+//! # use omni_runtime::prelude::*;
+//! # #[derive(Default)] struct Session;
+//! # #[derive(Model, Clone, Default)] struct Player { name: String, x: i32 }
+//! # impl Permissions<Session> for Player {}
+//! # #[collection(model = Player)] struct Players;
+//! # impl CollectionPermissions<Session> for Players {}
+//! # fn run(world: World) -> Result<(), WorldError> {
 //! let oid = world.collection::<Players>().insert(Player { name: "Jim".into(), ..Default::default() });
 //! world.collection::<Players>().update(oid, |p| { p.set_x(10); })?;
+//! # Ok(()) }
 //! ```
 //!
 //! Do not call the world from inside a permission hook: hooks run while the engine holds its
