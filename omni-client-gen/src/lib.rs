@@ -76,6 +76,39 @@ pub fn generate(schema: &Schema, options: &Options) -> Vec<OutputFile> {
     ]
 }
 
+/// Generates the client files for `schema` and writes them into `dir` (created if missing);
+/// returns the paths written. Only files whose contents changed are rewritten, so a build
+/// script calling it does not trigger needless rebuilds of what watches them.
+///
+/// This is the build-time helper: a front-end crate's `build.rs` can depend on the app's
+/// library as a build-dependency and write the client next to its sources:
+///
+/// ```ignore
+/// // build.rs of a crate with `[build-dependencies] my-app = { path = "../my-app" }`
+/// fn main() {
+///     let schema = my_app::app().schema().clone();
+///     omni_client_gen::write_files(&schema, "web/omni", &omni_client_gen::Options::default())
+///         .expect("write the Omni client");
+/// }
+/// ```
+pub fn write_files(
+    schema: &Schema,
+    dir: impl AsRef<std::path::Path>,
+    options: &Options,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for file in generate(schema, options) {
+        let path = dir.join(&file.name);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(file.contents.as_str()) {
+            std::fs::write(&path, &file.contents)?;
+        }
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// Minifies JavaScript (comments and whitespace). Falls back to the input if it cannot be
 /// tokenized, so a minifier failure never breaks the client.
 pub fn minify(js: &str) -> String {

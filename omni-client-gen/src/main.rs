@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use omni_client_gen::{Options, generate, schema::Schema};
+use omni_client_gen::{Options, schema::Schema, write_files};
 
 /// Generates the Omni JavaScript client and its TypeScript typings from a schema file.
 #[derive(Parser)]
@@ -27,19 +27,11 @@ fn run(args: &Args) -> Result<Vec<PathBuf>, String> {
         .map_err(|e| format!("cannot read {}: {e}", args.schema.display()))?;
     let schema: Schema = serde_json::from_str(&text)
         .map_err(|e| format!("{} is not a valid schema: {e}", args.schema.display()))?;
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let options = Options {
         development: !args.release,
     };
-    let mut written = Vec::new();
-    for file in generate(&schema, &options) {
-        let path = args.out.join(&file.name);
-        std::fs::write(&path, file.contents)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        written.push(path);
-    }
-    Ok(written)
+    write_files(&schema, &args.out, &options)
+        .map_err(|e| format!("cannot write into {}: {e}", args.out.display()))
 }
 
 fn main() -> ExitCode {

@@ -216,3 +216,34 @@ fn minified_is_smaller_and_keeps_the_schema() {
     }
     assert_eq!(file(&dev, DTS_FILE), file(&rel, DTS_FILE));
 }
+
+#[test]
+fn write_files_writes_the_three_files_and_leaves_unchanged_ones_alone() {
+    let dir = std::env::temp_dir().join(format!("omni-client-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = Options { development: true };
+    let paths = write_files(&sample(), &dir, &options).unwrap();
+    let names: Vec<_> = paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [ESM_FILE, GLOBAL_FILE, DTS_FILE]);
+    for (path, file) in paths.iter().zip(generate(&sample(), &options)) {
+        assert_eq!(std::fs::read_to_string(path).unwrap(), file.contents);
+    }
+    let before = std::fs::metadata(&paths[0]).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_files(&sample(), &dir, &options).unwrap();
+    assert_eq!(
+        std::fs::metadata(&paths[0]).unwrap().modified().unwrap(),
+        before,
+        "unchanged file not rewritten"
+    );
+    write_files(&sample(), &dir, &Options { development: false }).unwrap();
+    assert_ne!(
+        std::fs::metadata(&paths[0]).unwrap().modified().unwrap(),
+        before,
+        "changed file rewritten"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
