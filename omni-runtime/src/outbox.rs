@@ -228,7 +228,8 @@ impl Outbox {
         if ready == 0 {
             return Drain::Empty;
         }
-        for item in inner.items.drain(..ready).collect::<Vec<_>>() {
+        let inner = &mut *inner;
+        for item in inner.items.drain(..ready) {
             inner.bytes -= item.msg.len();
             out.push(item.msg);
         }
