@@ -20,11 +20,14 @@ cargo test --workspace
 # Node client tests and the browser test drive the examples as real processes.
 step "build the examples"
 cargo build -p example-game -p example-chat -p example-todo
-export OMNI_GAME_BIN="$root/target/debug/example-game"
-export OMNI_CHAT_BIN="$root/target/debug/example-chat"
-export OMNI_TODO_BIN="$root/target/debug/example-todo"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+export OMNI_GAME_BIN="$bin/example-game"
+export OMNI_CHAT_BIN="$bin/example-chat"
+export OMNI_TODO_BIN="$bin/example-todo"
 cargo build -p omni-tests --bin channels-server
-export OMNI_CHANNELS_BIN="$root/target/debug/channels-server"
+export OMNI_CHANNELS_BIN="$bin/channels-server"
+cargo build -p omni-client-gen
+export OMNI_CLIENT_GEN_BIN="$bin/omni-client-gen"
 
 if [ -f tests/node/package.json ]; then
   step "npm packages for the Node and browser tests"

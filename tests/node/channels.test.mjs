@@ -40,6 +40,10 @@ function startServer() {
       }
     });
     child.on("exit", (code) => reject(new Error(`channels server exited (${code})`)));
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot start the channels server (${e.message}); is it built?`));
+    });
   });
 }
 

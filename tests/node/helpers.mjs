@@ -82,6 +82,10 @@ export function startExample(name, { timeoutMs = 600_000 } = {}) {
       clearTimeout(timer);
       reject(new Error(`the ${name} server exited (${code}) before listening:\n${output}`));
     });
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot start the ${name} server (${e.message}); is it built?`));
+    });
   });
 }
 
