@@ -34,7 +34,7 @@ pub(crate) struct ConnState<S> {
     pub(crate) session: S,
     pub(crate) outbox: Arc<Outbox>,
     /// Per collection index: the models the client holds and which of their attributes.
-    pub(crate) held: Vec<HashMap<u64, AttrSet>>,
+    pub(crate) held: Vec<Held>,
     /// Per collection index: the channels the client subscribed to.
     pub(crate) channels: Vec<HashSet<String>>,
     /// Whether the client got its first snapshot; until then fan-outs skip it.
@@ -46,7 +46,7 @@ impl<S> ConnState<S> {
         ConnState {
             session,
             outbox,
-            held: vec![HashMap::new(); colls],
+            held: vec![Held::default(); colls],
             channels: vec![HashSet::new(); colls],
             ready: false,
         }
@@ -54,6 +54,29 @@ impl<S> ConnState<S> {
 }
 
 pub(crate) type Conns<S> = HashMap<ConnId, ConnState<S>>;
+
+/// What a client holds of one collection: OID -> readable attributes. Looked up for every
+/// connection on every change, so keyed with a multiplicative hash of the OID instead of SipHash
+/// (OIDs are server-assigned, not attacker-chosen).
+pub(crate) type Held = HashMap<u64, AttrSet, std::hash::BuildHasherDefault<OidHasher>>;
+
+/// Fibonacci hashing of a `u64` OID.
+#[derive(Default)]
+pub(crate) struct OidHasher(u64);
+
+impl std::hash::Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 pub(crate) struct Engine<S> {
     pub(crate) colls: Vec<Box<dyn CollState<S>>>,
