@@ -78,9 +78,9 @@ pub struct Config {
     /// allowed. A refused origin gets HTTP 403. Default: empty.
     pub allowed_origins: Vec<String>,
     /// Bytes each WebSocket reads from its socket at a time (tungstenite's read buffer; it
-    /// grows while a larger message arrives). Small keeps idle connections cheap (about 6 KiB
-    /// each at 2 KiB); 8 KiB or more reads faster under saturating load (docs/BENCHMARKS.md).
-    /// Default: 2 KiB.
+    /// grows while a larger message arrives). It is most of what an idle connection costs
+    /// (7.6 KiB each at 4 KiB, 15,000 connections), but below 4 KiB throughput collapses once
+    /// the server is saturated (docs/BENCHMARKS.md). Default: 4 KiB.
     pub socket_read_buffer: usize,
 }
 
@@ -95,7 +95,7 @@ impl Default for Config {
             max_messages_per_second: 2_000,
             message_burst: 4_000,
             allowed_origins: Vec::new(),
-            socket_read_buffer: 2 * 1024,
+            socket_read_buffer: 4 * 1024,
         }
     }
 }
