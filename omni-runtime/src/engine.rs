@@ -680,12 +680,15 @@ where
         Ok(out)
     }
 
+    /// Subscribes `conn` to `channel` (or, with `on == false`, unsubscribes it) and pushes the
+    /// difference. A client is asked `can_subscribe` first (`ask`); server code is not.
     fn subscribe(
         &self,
         conn_id: ConnId,
         conn: &mut ConnState<S>,
         channel: &str,
         on: bool,
+        ask: bool,
     ) -> Result<bool, String> {
         if self.channel.is_none() {
             return Err(format!(
@@ -693,7 +696,7 @@ where
                 C::NAME
             ));
         }
-        if on {
+        if on && ask {
             let ctx = Ctx {
                 session: &conn.session,
                 conn: conn_id,
@@ -714,7 +717,7 @@ where
         } else {
             conn.channels[self.idx].remove(channel)
         };
-        if changed {
+        if changed && conn.ready {
             self.sync_conn(conn_id, conn);
         }
         Ok(changed)
@@ -889,7 +892,7 @@ where
                 let Some(conn) = env.conns.get_mut(&conn_id) else {
                     return;
                 };
-                let answer = match self.subscribe(conn_id, conn, channel, on) {
+                let answer = match self.subscribe(conn_id, conn, channel, on, true) {
                     Ok(_) => wire::ack(req),
                     Err(e) => wire::error(Some(req), &e),
                 };
@@ -916,18 +919,8 @@ where
         channel: &str,
         on: bool,
     ) -> bool {
-        if self.channel.is_none() {
-            return false;
-        }
-        let changed = if on {
-            conn.channels[self.idx].insert(channel.to_owned())
-        } else {
-            conn.channels[self.idx].remove(channel)
-        };
-        if changed && conn.ready {
-            self.sync_conn(conn_id, conn);
-        }
-        changed
+        self.subscribe(conn_id, conn, channel, on, false)
+            .unwrap_or(false)
     }
 
     fn server_insert(&mut self, env: Env<'_, S>, model: Box<dyn Any>) -> Result<u64, StoreError> {
