@@ -31,9 +31,7 @@ impl fmt::Display for ConnId {
     }
 }
 
-use std::sync::Arc;
-
-use crate::server::Shared;
+use crate::engine::Engine;
 use crate::world::World;
 
 /// A handle to one client connection, given to event handlers and connect/disconnect hooks.
@@ -41,14 +39,14 @@ use crate::world::World;
 /// `None` and sends are dropped.
 pub struct Conn<S> {
     pub(crate) id: ConnId,
-    pub(crate) shared: Arc<Shared<S>>,
+    pub(crate) engine: Engine<S>,
 }
 
 impl<S> Clone for Conn<S> {
     fn clone(&self) -> Self {
         Conn {
             id: self.id,
-            shared: self.shared.clone(),
+            engine: self.engine.clone(),
         }
     }
 }
@@ -67,21 +65,21 @@ impl<S: Send + Sync + 'static> Conn<S> {
 
     /// Reads the session. `None` once the client disconnected.
     pub fn session<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
-        let engine = self.shared.engine.lock();
-        engine.conns.get(&self.id).map(|c| f(&c.session))
+        let st = self.engine.lock("Conn::session");
+        st.conns.get(&self.id).map(|c| f(&c.session))
     }
 
     /// Changes the session. What the client sees follows on the next change of each model or at
     /// once with [`Conn::sync`]; `None` once the client disconnected.
     pub fn update_session<R>(&self, f: impl FnOnce(&mut S) -> R) -> Option<R> {
-        let mut engine = self.shared.engine.lock();
-        engine.conns.get_mut(&self.id).map(|c| f(&mut c.session))
+        let mut st = self.engine.lock("Conn::update_session");
+        st.conns.get_mut(&self.id).map(|c| f(&mut c.session))
     }
 
     /// Omni.js's `connection.sync()`: re-checks every permission for this connection and sends
     /// the client only the difference (models added or removed, attributes shown or hidden).
     pub fn sync(&self) {
-        self.shared.engine.lock().sync_conn(self.id);
+        self.engine.sync_conn(self.id);
     }
 
     /// Subscribes this client to `channel` of collection `C` (which must have channels, see
@@ -98,31 +96,30 @@ impl<S: Send + Sync + 'static> Conn<S> {
     }
 
     fn set_channel<C: crate::collection::Collection>(&self, channel: &str, on: bool) -> bool {
-        let mut guard = self.shared.engine.lock();
-        let engine = &mut *guard;
-        let Some(idx) = engine
-            .colls
-            .iter()
-            .position(|c| c.type_id() == std::any::TypeId::of::<C>())
-        else {
+        let mut st = self.engine.lock("Conn::subscribe");
+        let Some(idx) = st.coll_index_of(std::any::TypeId::of::<C>()) else {
             return false;
         };
-        let Some(conn) = engine.conns.get_mut(&self.id) else {
+        let crate::engine::State { colls, conns, .. } = &mut *st;
+        let Some(conn) = conns.get_mut(&self.id) else {
             return false;
         };
-        engine.colls[idx].server_subscribe(self.id, conn, channel, on)
+        colls[idx]
+            .subscribe(self.id, conn, channel, on, false)
+            .unwrap_or(false)
     }
 
     /// Sends an event to this client only (`Omni.on(name, cb)` on the client). Returns `false`
-    /// if the client is gone.
+    /// if the client is gone. Events are never dropped for a slow client (unlike state, which a
+    /// resync replaces); a client that lets thousands pile up unread is disconnected.
     pub fn emit<T: serde::Serialize + ?Sized>(&self, name: &str, data: &T) -> bool {
         let mut json = Vec::new();
         crate::__private::encode(data, &mut json);
-        let msg = crate::wire::emit(name, &json);
-        let engine = self.shared.engine.lock();
-        match engine.conns.get(&self.id) {
+        let msg = crate::protocol::encode::emit(name, &json);
+        let st = self.engine.lock("Conn::emit");
+        match st.conns.get(&self.id) {
             Some(c) => {
-                c.outbox.push(msg);
+                c.outbox.push_control(msg);
                 true
             }
             None => false,
@@ -131,15 +128,13 @@ impl<S: Send + Sync + 'static> Conn<S> {
 
     /// The world, to read and change collections.
     pub fn world(&self) -> World {
-        World {
-            core: self.shared.clone(),
-        }
+        self.engine.world()
     }
 
-    /// The other connected clients (Omni.js's `connection.connections`).
+    /// The other connected clients of this server (Omni.js's `connection.connections`).
     pub fn others(&self) -> Vec<Conn<S>> {
-        let engine = self.shared.engine.lock();
-        let mut ids: Vec<ConnId> = engine
+        let st = self.engine.lock("Conn::others");
+        let mut ids: Vec<ConnId> = st
             .conns
             .iter()
             .filter(|(id, c)| c.ready && **id != self.id)
@@ -149,19 +144,22 @@ impl<S: Send + Sync + 'static> Conn<S> {
         ids.into_iter()
             .map(|id| Conn {
                 id,
-                shared: self.shared.clone(),
+                engine: self.engine.clone(),
             })
             .collect()
     }
 
     /// Whether the client is still connected.
     pub fn is_connected(&self) -> bool {
-        self.shared.engine.lock().conns.contains_key(&self.id)
+        self.engine
+            .lock("Conn::is_connected")
+            .conns
+            .contains_key(&self.id)
     }
 
     /// Closes the connection from the server side.
     pub fn close(&self) {
-        if let Some(c) = self.shared.engine.lock().conns.get(&self.id) {
+        if let Some(c) = self.engine.lock("Conn::close").conns.get(&self.id) {
             c.outbox.close();
         }
     }

@@ -15,12 +15,12 @@ mod engine;
 pub mod error;
 pub mod model;
 mod outbox;
+mod protocol;
 pub mod rules;
 pub mod server;
 pub mod storage;
 mod ts;
 mod upgrade;
-mod wire;
 pub mod world;
 
 #[doc(hidden)]
@@ -33,7 +33,12 @@ pub use conn::{Conn, ConnId};
 pub use error::{EventError, WorldError};
 pub use model::Oid;
 pub use server::{Config, Omni, Server};
-pub use world::{Coll, World};
+pub use world::{Coll, World, Write};
+
+/// Server-side observers of commits: what [`Omni::observe`] hands to an observer.
+pub mod observe {
+    pub use crate::engine::observe::{Observation, Observed, Origin};
+}
 
 /// Everything an app needs, in one import.
 pub mod prelude {
@@ -41,12 +46,13 @@ pub mod prelude {
     pub use crate::conn::{Conn, ConnId};
     pub use crate::error::{EventError, WorldError};
     pub use crate::model::{Access, Attribute, Model, Oid, Permissions};
+    pub use crate::observe::{Observation, Observed, Origin};
     pub use crate::rules::{Action, Rules};
     pub use crate::server::{Config, Omni, Server};
     pub use crate::storage::{
-        Logging, MemoryStore, Method, Next, RedbStore, StoreError, StoreRequest,
+        Logging, MemoryStore, Method, Next, RedbStore, StoreError, StoreReply, StoreRequest,
     };
-    pub use crate::world::{Coll, World};
+    pub use crate::world::{Coll, World, Write};
     pub use crate::{Model, collection};
     pub use serde::{Deserialize, Serialize};
     pub use ts_rs::TS;

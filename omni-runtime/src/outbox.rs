@@ -7,13 +7,9 @@
 //! value of every model (state, not a message log), so memory stays bounded whatever the client's
 //! speed.
 
-use std::sync::{Arc, Weak};
-
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-
-use crate::storage::Ticket;
 
 /// What the connection task finds when it drains the outbox.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,10 +46,6 @@ struct Inner {
     control: Vec<Bytes>,
     overflowed: bool,
     closed: bool,
-    /// Group commit: items from this index on wait until the storage made write `.1` durable.
-    barrier: Option<(usize, u64)>,
-    /// An error to send before closing.
-    last_words: Option<Bytes>,
 }
 
 /// Control messages a connection may have pending while overflowed before it is dropped.
@@ -87,9 +79,6 @@ impl Outbox {
             kept.append(&mut inner.control);
             inner.control = kept;
             inner.bytes = 0;
-            if let Some(barrier) = &mut inner.barrier {
-                barrier.0 = 0;
-            }
         } else {
             inner.bytes += msg.len();
             inner.items.push(Item {
@@ -122,55 +111,6 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Group commit: everything queued from now on waits until the storage reports the ticket's
-    /// write durable. If it fails instead, the client gets an error and is disconnected (its
-    /// write was applied in memory but is not on disk; a reconnect shows it the server state).
-    pub(crate) fn hold(this: &Arc<Outbox>, ticket: Ticket) {
-        {
-            let mut inner = this.inner.lock();
-            let at = inner.items.len();
-            let barrier = inner.barrier.get_or_insert((at, ticket.seq));
-            barrier.1 = barrier.1.max(ticket.seq);
-        }
-        let weak: Weak<Outbox> = Arc::downgrade(this);
-        let seq = ticket.seq;
-        ticket.watch.when(
-            seq,
-            Box::new(move |result| {
-                if let Some(outbox) = weak.upgrade() {
-                    outbox.release(seq, result);
-                }
-            }),
-        );
-    }
-
-    fn release(&self, seq: u64, result: Result<(), String>) {
-        let mut inner = self.inner.lock();
-        match result {
-            Ok(()) => {
-                if inner.barrier.is_some_and(|(_, s)| s <= seq) {
-                    inner.barrier = None;
-                }
-            }
-            Err(reason) => {
-                tracing::error!(
-                    reason,
-                    "a write could not be made durable; closing the connection that made it"
-                );
-                inner.barrier = None;
-                inner.last_words = Some(crate::wire::error(
-                    None,
-                    &format!(
-                        "the server could not store your change durably ({reason}); reconnect to see the server state"
-                    ),
-                ));
-                inner.closed = true;
-            }
-        }
-        drop(inner);
-        self.notify.notify_one();
-    }
-
     /// Replaces everything pending with `msgs` (after a resync snapshot was built), then the
     /// control messages kept during the overflow.
     pub(crate) fn reset_with(&self, msgs: impl IntoIterator<Item = Bytes>) {
@@ -179,9 +119,6 @@ impl Outbox {
         inner.items.clear();
         inner.bytes = 0;
         inner.overflowed = false;
-        if let Some(barrier) = &mut inner.barrier {
-            barrier.0 = 0;
-        }
         for m in msgs {
             inner.bytes += m.len();
             inner.items.push(Item {
@@ -205,37 +142,21 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Moves pending messages into `out` (those before a group-commit barrier).
+    /// Moves every pending message into `out`.
     pub(crate) fn drain(&self, out: &mut Vec<Bytes>) -> Drain {
         let mut inner = self.inner.lock();
         if inner.closed {
-            // Only a last error (a write that could not be made durable) goes out first.
-            return match inner.last_words.take() {
-                Some(msg) => {
-                    out.push(msg);
-                    Drain::Items
-                }
-                None => Drain::Close,
-            };
+            return Drain::Close;
         }
         if inner.overflowed {
             return Drain::Resync;
         }
-        let ready = match inner.barrier {
-            Some((at, _)) => at,
-            None => inner.items.len(),
-        };
-        if ready == 0 {
+        if inner.items.is_empty() {
             return Drain::Empty;
         }
         let inner = &mut *inner;
-        for item in inner.items.drain(..ready) {
-            inner.bytes -= item.msg.len();
-            out.push(item.msg);
-        }
-        if let Some(barrier) = &mut inner.barrier {
-            barrier.0 = 0;
-        }
+        inner.bytes = 0;
+        out.extend(inner.items.drain(..).map(|item| item.msg));
         Drain::Items
     }
 
@@ -305,58 +226,8 @@ mod tests {
 }
 
 #[cfg(test)]
-mod hold_tests {
+mod overflow_tests {
     use super::*;
-    use crate::storage::Durable;
-
-    #[test]
-    fn a_held_outbox_releases_in_order_once_durable() {
-        let ob = Arc::new(Outbox::new(1 << 20));
-        let watch = Arc::new(Durable::default());
-        ob.push(Bytes::from_static(b"before"));
-        Outbox::hold(
-            &ob,
-            Ticket {
-                seq: 2,
-                watch: watch.clone(),
-            },
-        );
-        ob.push_control(Bytes::from_static(b"ack"));
-        ob.push(Bytes::from_static(b"after"));
-        let mut out = Vec::new();
-        assert_eq!(ob.drain(&mut out), Drain::Items);
-        assert_eq!(out, [Bytes::from_static(b"before")]);
-        out.clear();
-        assert_eq!(ob.drain(&mut out), Drain::Empty, "held until durable");
-        watch.advance(1);
-        assert_eq!(ob.drain(&mut out), Drain::Empty, "seq 1 is not enough");
-        watch.advance(2);
-        assert_eq!(ob.drain(&mut out), Drain::Items);
-        assert_eq!(
-            out,
-            [Bytes::from_static(b"ack"), Bytes::from_static(b"after")]
-        );
-    }
-
-    #[test]
-    fn a_failed_commit_sends_an_error_then_closes() {
-        let ob = Arc::new(Outbox::new(1 << 20));
-        let watch = Arc::new(Durable::default());
-        Outbox::hold(
-            &ob,
-            Ticket {
-                seq: 1,
-                watch: watch.clone(),
-            },
-        );
-        ob.push_control(Bytes::from_static(b"ack"));
-        watch.fail(1, "disk full");
-        let mut out = Vec::new();
-        assert_eq!(ob.drain(&mut out), Drain::Items);
-        assert!(String::from_utf8_lossy(&out[0]).contains("disk full"));
-        assert_eq!(out.len(), 1, "the unconfirmed ack is never sent");
-        assert_eq!(ob.drain(&mut out), Drain::Close);
-    }
 
     #[test]
     fn overflow_keeps_answers_queued_before_it() {

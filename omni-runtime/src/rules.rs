@@ -173,7 +173,7 @@ impl<S> Rules<S> {
         }
         for (a, handler) in &self.handlers {
             if *a == action {
-                let verdict = crate::engine::guard("Rules handler", || handler(ctx, oid))
+                let verdict = crate::engine::hooks::guard("Rules handler", || handler(ctx, oid))
                     .unwrap_or_else(|| Err("the rule's handler failed".to_owned()));
                 verdict.map_err(|reason| {
                     format!("action `{action}` refused on collection `{collection}`: {reason}")

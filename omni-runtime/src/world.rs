@@ -10,45 +10,71 @@
 //! # impl Permissions<Session> for Player {}
 //! # #[collection(model = Player)] struct Players;
 //! # impl CollectionPermissions<Session> for Players {}
-//! # fn run(world: World) -> Result<(), WorldError> {
-//! let oid = world.collection::<Players>().insert(Player { name: "Jim".into(), ..Default::default() });
-//! world.collection::<Players>().update(oid, |p| { p.set_x(10); })?;
+//! # async fn run(world: World) -> Result<(), WorldError> {
+//! let players = world.collection::<Players>();
+//! let oid = players.insert(Player { name: "Jim".into(), ..Default::default() }).await?;
+//! players.update(oid, |p| { p.set_x(10); }).await?;
 //! # Ok(()) }
 //! ```
 //!
-//! Do not call the world from inside a permission hook: hooks run while the engine holds its
-//! lock, and the call would wait for itself.
+//! A write is validated when it is made and applied once the storage made it durable; its
+//! [`Write`] resolves then. Reads (`get`, `find`, `all`, `read`) see what is applied. Calling the
+//! world from inside a permission hook (which runs under the engine's lock) panics with a
+//! message instead of waiting for itself.
 
 use std::any::Any;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use crate::collection::Collection;
 use crate::conn::ConnId;
-use crate::engine::Announce;
+use crate::engine::{Announce, Pending, Refusal, ServerWrite};
 use crate::error::WorldError;
 use crate::model::{AttrSet, Model, Oid};
-use crate::storage::StoreError;
 
 /// The object-safe face of the engine, so [`World`] needs no session type parameter.
 pub(crate) trait WorldCore: Send + Sync {
     fn coll_index(&self, type_id: std::any::TypeId) -> Option<usize>;
-    fn insert(&self, idx: usize, model: Box<dyn Any>) -> Result<u64, StoreError>;
-    fn update(
-        &self,
-        idx: usize,
-        oid: u64,
-        f: &mut dyn FnMut(&mut dyn Any, &mut AttrSet),
-    ) -> Result<bool, StoreError>;
-    fn remove(&self, idx: usize, oid: u64) -> Result<Option<Box<dyn Any + Send>>, StoreError>;
+    fn write(&self, idx: usize, write: ServerWrite<'_>, what: &str) -> Pending;
     fn announce(&self, idx: usize, what: Announce) -> bool;
     fn read(&self, idx: usize, f: &mut dyn FnMut(&dyn Any));
     fn broadcast(&self, msg: Bytes);
     fn connection_ids(&self) -> Vec<ConnId>;
+    fn log(&self) -> (u64, u64);
+}
+
+/// A write of server code on its way: validated when it was made, applied once the storage
+/// made it durable. Await it for its result, which comes once every client that may see the
+/// change has it queued; a write that is not awaited is still carried out.
+#[must_use = "a write is carried out even if not awaited, but only awaiting it tells whether it was applied"]
+pub struct Write<T> {
+    inner: Pin<Box<dyn Future<Output = Result<T, WorldError>> + Send>>,
+}
+
+impl<T> std::fmt::Debug for Write<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Write")
+    }
+}
+
+impl<T> Future for Write<T> {
+    type Output = Result<T, WorldError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<T: Send + 'static> Write<T> {
+    fn new(f: impl Future<Output = Result<T, WorldError>> + Send + 'static) -> Self {
+        Write { inner: Box::pin(f) }
+    }
 }
 
 /// Handle to all collections of a running server. Cheap to clone; usable from any task.
@@ -88,12 +114,18 @@ impl World {
     pub fn broadcast<T: Serialize + ?Sized>(&self, name: &str, data: &T) {
         let mut json = Vec::new();
         crate::__private::encode(data, &mut json);
-        self.core.broadcast(crate::wire::emit(name, &json));
+        self.core
+            .broadcast(crate::protocol::encode::emit(name, &json));
     }
 
-    /// Ids of the connected clients (those that got their first snapshot).
+    /// Ids of the connected clients (those that got their first snapshot), on this server.
     pub fn connections(&self) -> Vec<ConnId> {
         self.core.connection_ids()
+    }
+
+    /// The commit log's epoch and the sequence number of the last applied commit.
+    pub fn log_position(&self) -> (u64, u64) {
+        self.core.log()
     }
 }
 
@@ -116,112 +148,160 @@ impl<C: Collection> Clone for Coll<C> {
 
 type Models<M> = BTreeMap<u64, M>;
 
-impl<C: Collection> Coll<C> {
-    /// Adds a model; every connection that may see it gets an `add`. Returns its new OID.
-    ///
-    /// # Panics
-    /// If the storage refuses or fails to store it (only possible with a middleware that
-    /// refuses, or a durable backend); use [`Coll::try_insert`] to handle that.
-    pub fn insert(&self, model: C::Model) -> Oid<C::Model> {
-        match self.try_insert(model) {
-            Ok(oid) => oid,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// Adds a model through the storage; every connection that may see it gets an `add`.
-    pub fn try_insert(&self, model: C::Model) -> Result<Oid<C::Model>, WorldError> {
-        self.core
-            .insert(self.idx, Box::new(model))
-            .map(Oid::from_raw)
-            .map_err(|e| self.storage_error("insert", None, e))
-    }
-
-    fn storage_error(&self, op: &'static str, oid: Option<u64>, e: StoreError) -> WorldError {
-        WorldError::Storage {
+fn refusal<C: Collection>(op: &'static str, oid: Option<u64>, refusal: Refusal) -> WorldError {
+    match refusal {
+        Refusal::NoSuchModel { oid, .. } => WorldError::NoSuchModel {
+            collection: C::NAME,
+            oid,
+        },
+        Refusal::Storage { error, .. } => WorldError::Storage {
             collection: C::NAME,
             model: <C::Model as Model>::NAME,
             op,
             oid,
-            reason: e.to_string(),
-        }
+            reason: error.to_string(),
+        },
+        other => WorldError::Storage {
+            collection: C::NAME,
+            model: <C::Model as Model>::NAME,
+            op,
+            oid,
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl<C: Collection> Coll<C> {
+    /// Adds a model through the storage; once it is durable, every connection that may see it
+    /// gets an `add`, and the write resolves to its new OID.
+    pub fn insert(&self, model: C::Model) -> Write<Oid<C::Model>> {
+        let pending = self.core.write(
+            self.idx,
+            ServerWrite::Insert(Box::new(model)),
+            "Coll::insert",
+        );
+        Write::new(async move {
+            pending
+                .wait()
+                .await
+                .map(|a| Oid::from_raw(a.oid))
+                .map_err(|e| refusal::<C>("insert", None, e))
+        })
     }
 
-    /// Changes a model through its tracking view (`p.set_x(10)`); connections get exactly the
-    /// attributes the setters touched, as far as they may read them. With a storage that keeps
-    /// the collection, the new model is stored first; if that fails the model is restored and
-    /// nothing is sent.
-    pub fn update<R>(
+    /// Finds the first model (in OID order, counting writes still on their way) matching
+    /// `pred`, or inserts `make()` if there is none, atomically: two concurrent calls with the
+    /// same predicate never both insert. Resolves to the OID and whether it was inserted.
+    pub fn find_or_insert(
+        &self,
+        mut pred: impl FnMut(&C::Model) -> bool,
+        make: impl FnOnce() -> C::Model,
+    ) -> Write<(Oid<C::Model>, bool)> {
+        let mut make = Some(make);
+        let mut pred = move |any: &dyn Any| any.downcast_ref::<C::Model>().is_some_and(&mut pred);
+        let mut make = move || -> Box<dyn Any + Send> {
+            Box::new(make.take().map(|f| f()).unwrap_or_default())
+        };
+        let pending = self.core.write(
+            self.idx,
+            ServerWrite::FindOrInsert {
+                pred: &mut pred,
+                make: &mut make,
+            },
+            "Coll::find_or_insert",
+        );
+        Write::new(async move {
+            pending
+                .wait()
+                .await
+                .map(|a| (Oid::from_raw(a.oid), !a.existing))
+                .map_err(|e| refusal::<C>("insert", None, e))
+        })
+    }
+
+    /// Changes a model through its tracking view (`p.set_x(10)`); `f` runs at once, on the
+    /// model as the last accepted write left it. Once the change is durable, connections get
+    /// exactly the attributes whose value changed, as far as they may read them, and the write
+    /// resolves to what `f` returned. If the storage refuses, nothing changes.
+    pub fn update<R: Send + 'static>(
         &self,
         oid: Oid<C::Model>,
         f: impl for<'a> FnOnce(&mut <C::Model as Model>::Mut<'a>) -> R,
-    ) -> Result<R, WorldError> {
+    ) -> Write<R> {
         let mut f = Some(f);
         let mut result = None;
-        let found = self
-            .core
-            .update(self.idx, oid.raw(), &mut |any, changed| {
-                if let (Some(model), Some(f)) = (any.downcast_mut::<C::Model>(), f.take()) {
-                    let mut view = model.view_mut(changed);
-                    result = Some(f(&mut view));
-                }
-            })
-            .map_err(|e| self.storage_error("update", Some(oid.raw()), e))?;
-        match result {
-            Some(r) if found => Ok(r),
-            _ => Err(WorldError::NoSuchModel {
+        let pending = self.core.write(
+            self.idx,
+            ServerWrite::Update {
+                oid: oid.raw(),
+                f: &mut |any, changed| {
+                    if let (Some(model), Some(f)) = (any.downcast_mut::<C::Model>(), f.take()) {
+                        let mut view = model.view_mut(changed);
+                        result = Some(f(&mut view));
+                    }
+                },
+            },
+            "Coll::update",
+        );
+        Write::new(async move {
+            pending
+                .wait()
+                .await
+                .map_err(|e| refusal::<C>("update", Some(oid.raw()), e))?;
+            result.ok_or(WorldError::NoSuchModel {
                 collection: C::NAME,
                 oid: oid.raw(),
-            }),
-        }
+            })
+        })
     }
 
-    /// Replaces a model wholesale; every public attribute counts as changed.
-    pub fn replace(&self, oid: Oid<C::Model>, model: C::Model) -> Result<(), WorldError> {
+    /// Replaces a model wholesale; every public attribute whose value differs counts as changed.
+    pub fn replace(&self, oid: Oid<C::Model>, model: C::Model) -> Write<()> {
         let mut model = Some(model);
-        let found = self
-            .core
-            .update(self.idx, oid.raw(), &mut |any, changed| {
-                if let (Some(slot), Some(new)) = (any.downcast_mut::<C::Model>(), model.take()) {
-                    *slot = new;
-                    *changed = AttrSet::first(<C::Model as Model>::ATTRS.len());
-                }
-            })
-            .map_err(|e| self.storage_error("replace", Some(oid.raw()), e))?;
-        if found {
-            Ok(())
-        } else {
-            Err(WorldError::NoSuchModel {
-                collection: C::NAME,
+        let pending = self.core.write(
+            self.idx,
+            ServerWrite::Update {
                 oid: oid.raw(),
-            })
-        }
+                f: &mut |any, changed| {
+                    if let (Some(slot), Some(new)) = (any.downcast_mut::<C::Model>(), model.take())
+                    {
+                        *slot = new;
+                        *changed = AttrSet::first(<C::Model as Model>::ATTRS.len());
+                    }
+                },
+            },
+            "Coll::replace",
+        );
+        Write::new(async move {
+            pending
+                .wait()
+                .await
+                .map(drop)
+                .map_err(|e| refusal::<C>("replace", Some(oid.raw()), e))
+        })
     }
 
-    /// Removes a model; every connection holding it gets a `remove`. `None` if there is no such
-    /// model, or if the storage refused to delete it (logged; see [`Coll::try_remove`]).
-    pub fn remove(&self, oid: Oid<C::Model>) -> Option<C::Model> {
-        match self.try_remove(oid) {
-            Ok(model) => Some(model),
-            Err(WorldError::NoSuchModel { .. }) => None,
-            Err(e) => {
-                tracing::error!(error = %e, "remove failed");
-                None
-            }
-        }
-    }
-
-    /// Removes a model through the storage; every connection holding it gets a `remove`.
-    pub fn try_remove(&self, oid: Oid<C::Model>) -> Result<C::Model, WorldError> {
-        self.core
-            .remove(self.idx, oid.raw())
-            .map_err(|e| self.storage_error("remove", Some(oid.raw()), e))?
-            .and_then(|b| b.downcast::<C::Model>().ok())
-            .map(|b| *b)
-            .ok_or(WorldError::NoSuchModel {
-                collection: C::NAME,
-                oid: oid.raw(),
-            })
+    /// Removes a model through the storage; once durable, every connection holding it gets a
+    /// `remove`, and the write resolves to the removed model.
+    pub fn remove(&self, oid: Oid<C::Model>) -> Write<C::Model> {
+        let pending = self.core.write(
+            self.idx,
+            ServerWrite::Remove { oid: oid.raw() },
+            "Coll::remove",
+        );
+        Write::new(async move {
+            pending
+                .wait()
+                .await
+                .map_err(|e| refusal::<C>("remove", Some(oid.raw()), e))?
+                .removed
+                .and_then(|b| b.downcast::<C::Model>().ok())
+                .map(|b| *b)
+                .ok_or(WorldError::NoSuchModel {
+                    collection: C::NAME,
+                    oid: oid.raw(),
+                })
+        })
     }
 
     /// Announces a model created outside the engine, e.g. written to the database by another
@@ -265,8 +345,8 @@ impl<C: Collection> Coll<C> {
         }
     }
 
-    /// Runs `f` over the models, in OID order, under the engine lock. Keep it short, and do
-    /// not call the world from inside it.
+    /// Runs `f` over the applied models, in OID order, under the engine lock. Keep it short;
+    /// calling the world from inside it panics (it would deadlock).
     pub fn read<R>(
         &self,
         f: impl FnOnce(&mut dyn Iterator<Item = (Oid<C::Model>, &C::Model)>) -> R,

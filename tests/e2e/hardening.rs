@@ -498,6 +498,7 @@ async fn a_client_that_stops_reading_is_resynced_to_the_current_state() {
             d.set_counter(i);
             d.set_title(format!("title {i} {pad}"));
         })
+        .await
         .unwrap();
         if i % 1000 == 0 {
             fast.drain(Duration::from_millis(1)).await.unwrap();

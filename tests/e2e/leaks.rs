@@ -326,14 +326,17 @@ async fn run_case(rules: Rules, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let pick = |p: usize| (!oids.is_empty()).then(|| oids[p % oids.len()]);
         match op {
             Op::ServerAdd { owner, level, v } => {
-                items.insert(Item {
-                    owner,
-                    level,
-                    a: v,
-                    b: v,
-                    secret: v,
-                    _token: 31337,
-                });
+                items
+                    .insert(Item {
+                        owner,
+                        level,
+                        a: v,
+                        b: v,
+                        secret: v,
+                        _token: 31337,
+                    })
+                    .await
+                    .unwrap();
             }
             Op::ServerChange { pick: p, attr, v } => {
                 if let Some(oid) = pick(p) {
@@ -352,12 +355,13 @@ async fn run_case(rules: Rules, ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 i.set_secret(v);
                             }
                         })
+                        .await
                         .unwrap();
                 }
             }
             Op::ServerRemove { pick: p } => {
                 if let Some(oid) = pick(p) {
-                    items.remove(oid);
+                    items.remove(oid).await.unwrap();
                 }
             }
             Op::ClientChange {

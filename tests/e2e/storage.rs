@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use omni_runtime::client::ClientError;
 use omni_runtime::prelude::*;
-use omni_runtime::storage::{Backend, Next, StoreRequest, StoredModel};
+use omni_runtime::storage::{Backend, BoxFuture, Next, StoreRequest, StoredModel};
 use omni_tests::TestServer;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -75,14 +75,14 @@ impl Backend for Recording {
     fn last_oid(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
-    fn call(&self, req: &mut StoreRequest<'_>) -> Result<(), StoreError> {
+    fn call(&self, mut req: StoreRequest) -> BoxFuture<Result<StoreReply, StoreError>> {
         if *self.fail.lock() {
-            return Err(StoreError::failed("disk on fire"));
+            return Box::pin(std::future::ready(Err(StoreError::failed("disk on fire"))));
         }
         if req.method == Method::Create {
             req.oid = req.oid.max(1000);
         }
-        if let Some(doc) = req.doc {
+        if let Some(doc) = &req.doc {
             self.docs
                 .lock()
                 .push((req.oid, serde_json::from_slice(doc).unwrap()));
@@ -96,7 +96,7 @@ impl Backend for Recording {
             "{} {} {} {who} {:?}",
             req.method, req.collection, req.oid, req.changed
         ));
-        Ok(())
+        Box::pin(std::future::ready(Ok(StoreReply::done(&req))))
     }
 }
 
@@ -108,14 +108,14 @@ fn notes_app(store: Recording) -> Omni<Sess> {
         .middleware(Logging)
         // Answers a change of only `typing` (ephemeral: the backend never sees it), and refuses
         // clients' deletes of odd OIDs.
-        .middleware(|req: &mut StoreRequest<'_>, next: Next<'_>| {
+        .middleware(|req: StoreRequest, next: Next| async move {
             if req.method == Method::Update && req.changed == ["typing"] {
-                return Ok(());
+                return Ok(StoreReply::done(&req));
             }
             if req.method == Method::Delete && req.oid % 2 == 1 && req.conn.is_some() {
                 return Err(StoreError::refused("odd notes are archived, not deleted"));
             }
-            next.run(req)
+            next.run(req).await
         })
         .channels::<Notes>(|n| &n.room)
         .event(
@@ -236,6 +236,7 @@ async fn middleware_passes_answers_and_refuses_and_a_user_store_assigns_oids() {
         .update(Oid::from_raw(oid), |n| {
             n.set_text("also lost".into());
         })
+        .await
         .unwrap_err();
     assert!(err.to_string().contains("update of notes/Note"), "{err}");
     assert_eq!(
@@ -309,7 +310,7 @@ async fn announced_changes_reach_clients_without_touching_the_store() {
         .unwrap();
 
     // A model the engine creates afterwards never reuses an announced OID.
-    let next = notes.insert(note("after"));
+    let next = notes.insert(note("after")).await.unwrap();
     assert!(next.raw() > 77);
     let log = store.log.lock().clone();
     assert_eq!(
@@ -339,6 +340,8 @@ async fn channels_isolate_their_models_between_clients() {
                     text: text.into(),
                     ..Default::default()
                 })
+                .await
+                .unwrap()
                 .raw(),
         );
     }
@@ -578,7 +581,8 @@ async fn per_action_rules_allow_deny_and_decide_on_top_of_the_hooks() {
             .world()
             .collection::<ruled::Invoices>()
             .remove(Oid::from_raw(oid))
-            .is_some()
+            .await
+            .is_ok()
     );
     c.wait_until(|c| c.model("invoices", oid).is_none())
         .await
@@ -591,11 +595,28 @@ async fn per_action_rules_allow_deny_and_decide_on_top_of_the_hooks() {
     );
 }
 
-/// A backend that accepts writes at once and makes them "durable" only when the test says so.
+/// How the test settles one write.
+type Settle = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// A backend whose writes become durable (or fail) only when the test says so.
 #[derive(Default, Clone)]
 struct Deferred {
-    watch: Arc<omni_runtime::storage::Durable>,
-    seq: Arc<Mutex<u64>>,
+    waiting: Arc<Mutex<std::collections::VecDeque<Settle>>>,
+}
+
+impl Deferred {
+    /// Waits until a write is waiting, then makes the oldest durable (`Ok`) or fails it.
+    async fn settle(&self, outcome: Result<(), &str>) {
+        for _ in 0..500 {
+            let next = self.waiting.lock().pop_front();
+            if let Some(tx) = next {
+                tx.send(outcome.map_err(str::to_owned)).unwrap();
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no write reached the backend");
+    }
 }
 
 impl Backend for Deferred {
@@ -611,19 +632,22 @@ impl Backend for Deferred {
     fn last_oid(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
-    fn call(&self, req: &mut StoreRequest<'_>) -> Result<(), StoreError> {
-        let mut seq = self.seq.lock();
-        *seq += 1;
-        req.pending = Some(omni_runtime::storage::Ticket {
-            seq: *seq,
-            watch: self.watch.clone(),
-        });
-        Ok(())
+    fn call(&self, req: StoreRequest) -> BoxFuture<Result<StoreReply, StoreError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting.lock().push_back(tx);
+        Box::pin(async move {
+            match rx.await {
+                Ok(Ok(())) => Ok(StoreReply::done(&req)),
+                Ok(Err(e)) => Err(StoreError::failed(e)),
+                Err(_) => Err(StoreError::failed("dropped")),
+            }
+        })
     }
 }
 
 #[tokio::test]
-async fn a_writer_hears_back_only_once_its_write_is_durable() {
+async fn no_client_sees_a_write_before_it_is_durable() {
+    let quiet = std::time::Duration::from_millis(300);
     let store = Deferred::default();
     let srv = TestServer::start(
         Omni::<Sess>::new()
@@ -641,47 +665,84 @@ async fn a_writer_hears_back_only_once_its_write_is_durable() {
         .send(json!({"t": "add", "c": "notes", "tmp": "t1", "m": {"room": "lobby", "text": "hi"}}))
         .await
         .unwrap();
-    // Others see the model at once; the writer's `created` waits for the commit.
-    other
-        .wait_until(|c| c.collection("notes").len() == 1)
-        .await
-        .unwrap();
-    let early = writer
-        .drain(std::time::Duration::from_millis(200))
-        .await
-        .unwrap();
-    assert!(early.is_empty(), "nothing before the commit: {early:?}");
-    store.watch.advance(1);
+    // Nobody, the writer included, sees the new model before the commit is durable.
+    let (early_w, early_o) = tokio::join!(writer.drain(quiet), other.drain(quiet));
+    assert!(
+        early_w.unwrap().is_empty(),
+        "the writer heard back too early"
+    );
+    assert!(
+        early_o.unwrap().is_empty(),
+        "another client saw it too early"
+    );
+    assert!(srv.server.world().collection::<Notes>().is_empty());
+    store.settle(Ok(())).await;
     let created = writer.answer(id).await.unwrap();
     assert_eq!(created["t"], "created");
-    // A failed commit: the writer gets an error and is disconnected; others carry on.
     let oid = created["oid"].as_u64().unwrap();
+    other
+        .wait_until(|c| c.model("notes", oid).is_some())
+        .await
+        .unwrap();
+    assert_eq!(
+        srv.server.world().log_position().1,
+        1,
+        "the create is commit 1"
+    );
+
+    // A commit that fails: nobody saw it, the writer's change is rejected and rolled back,
+    // the server state is unchanged.
     let id = writer
         .send(json!({"t": "change", "c": "notes", "oid": oid, "set": {"text": "lost"}}))
         .await
         .unwrap();
+    store.settle(Err("disk full")).await;
+    let err = writer.answer(id).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused(r) if r == &format!("notes/Note {oid}: storage failed: disk full")),
+        "{err:?}"
+    );
+    let reject = writer
+        .log()
+        .iter()
+        .rev()
+        .find(|m| m["t"] == "reject")
+        .unwrap();
+    assert_eq!(
+        reject["m"]["text"], "hi",
+        "rolled back to the server's value"
+    );
+    let seen = other.drain(quiet).await.unwrap();
+    assert!(seen.is_empty(), "a failed write reached a client: {seen:?}");
+    assert_eq!(
+        srv.server
+            .world()
+            .collection::<Notes>()
+            .get(Oid::from_raw(oid))
+            .unwrap()
+            .text,
+        "hi"
+    );
+
+    // The backend recovers: the next write works, and server code waits for it too.
+    let notes = srv.server.world().collection::<Notes>();
+    let write = notes.update(Oid::from_raw(oid), |n| {
+        n.set_text("again".into());
+    });
+    let seen = other.drain(quiet).await.unwrap();
+    assert!(
+        seen.is_empty(),
+        "a server write reached a client before it was durable: {seen:?}"
+    );
+    let (_, result) = tokio::join!(store.settle(Ok(())), write);
+    result.unwrap();
     other
-        .wait_until(|c| c.model("notes", oid).unwrap()["text"] == "lost")
+        .wait_until(|c| c.model("notes", oid).unwrap()["text"] == "again")
         .await
         .unwrap();
-    store.watch.fail(2, "disk full");
-    let err = writer.wait_for(|m| m["t"] == "error").await.unwrap();
-    assert!(
-        err["reason"].as_str().unwrap().contains("disk full"),
-        "{err}"
-    );
-    assert!(
-        !writer.log().iter().any(|m| m["id"] == id),
-        "never acknowledged"
-    );
-    assert!(
-        writer
-            .drain(std::time::Duration::from_secs(2))
-            .await
-            .is_err(),
-        "disconnected"
-    );
-    let mut third = srv.client().await;
-    sub(&mut third, "lobby", true).await.unwrap();
-    assert_eq!(third.collection("notes").len(), 1);
+    writer
+        .wait_until(|c| c.model("notes", oid).unwrap()["text"] == "again")
+        .await
+        .unwrap();
+    assert_eq!(srv.server.world().log_position().1, 2);
 }

@@ -121,35 +121,42 @@ pub async fn login(conn: Conn<Session>, world: World, req: Login) -> Result<Logg
         return Err(EventError::new("this connection is already logged in"));
     }
     let players = world.collection::<Players>();
-    let oid = match players.find(|p| p.name == name) {
-        Some((oid, player)) if player._password == req.password => {
-            if player.online {
-                return Err(EventError::new(format!(
-                    "`{name}` is already playing elsewhere"
-                )));
-            }
-            oid
-        }
-        Some(_) => return Err(EventError::new("wrong password")),
-        None => {
-            let n = players.len() as i32;
-            players.insert(Player {
+    let n = players.len() as i32;
+    let password = req.password.clone();
+    // Atomic: two logins with one new name at once create one player, not two.
+    let (oid, created) = players
+        .find_or_insert(
+            |p| p.name == name,
+            || Player {
                 name: name.clone(),
                 x: 40 + (n * 97) % (WIDTH - 80),
                 y: 40 + (n * 53) % (HEIGHT - 80),
                 online: false,
                 color: ((n * 67) % 360) as u16,
-                _password: req.password,
-            })
+                _password: password,
+            },
+        )
+        .await?;
+    if !created {
+        let player = players.get(oid).ok_or("the player was just removed")?;
+        if player._password != req.password {
+            return Err(EventError::new("wrong password"));
         }
-    };
+        if player.online {
+            return Err(EventError::new(format!(
+                "`{name}` is already playing elsewhere"
+            )));
+        }
+    }
     conn.update_session(|s| {
         s.player = Some(oid);
         s.name = name.clone();
     });
-    players.update(oid, |p| {
-        p.set_online(true);
-    })?;
+    players
+        .update(oid, |p| {
+            p.set_online(true);
+        })
+        .await?;
     conn.sync();
     world.broadcast("joined", &name);
     Ok(LoggedIn { oid })
@@ -158,17 +165,65 @@ pub async fn login(conn: Conn<Session>, world: World, req: Login) -> Result<Logg
 /// Marks the connection's player offline.
 pub async fn logout(conn: Conn<Session>) {
     if let Some(Some(oid)) = conn.session(|s| s.player) {
-        let _ = conn.world().collection::<Players>().update(oid, |p| {
-            p.set_online(false);
-        });
+        let _ = conn
+            .world()
+            .collection::<Players>()
+            .update(oid, |p| {
+                p.set_online(false);
+            })
+            .await;
     }
 }
 
-/// The game server: two collections, the `login` event, and the disconnect hook.
+/// What the board shows under the players: kept up to date by an observer of `players`.
+#[derive(Model, Clone, Default, Debug)]
+pub struct Board {
+    /// Moves made by all players since the server started.
+    pub moves: u64,
+    /// Who moved last.
+    pub last_mover: String,
+}
+
+impl Permissions<Session> for Board {}
+
+/// The one `Board` model (everyone reads it; only the server writes it).
+#[collection(model = Board)]
+pub struct Boards;
+
+impl CollectionPermissions<Session> for Boards {}
+
+/// Observes every committed change of a player: a move (x or y) counts on the board. It runs
+/// after the move is applied, outside the engine, and its write reaches every client, the mover
+/// included.
+pub async fn count_move(world: World, event: Observed<Player>) {
+    let Observation::Updated { new, changed, .. } = event.change else {
+        return;
+    };
+    if !changed
+        .iter()
+        .any(|a| matches!(a, PlayerAttr::X | PlayerAttr::Y))
+    {
+        return;
+    }
+    let boards = world.collection::<Boards>();
+    if let Some((oid, _)) = boards.find(|_| true) {
+        let _ = boards
+            .update(oid, |b| {
+                let moves = b.moves + 1;
+                b.set_moves(moves);
+                b.set_last_mover(new.name.clone());
+            })
+            .await;
+    }
+}
+
+/// The game server: three collections, an observer, the `login` event, and the disconnect hook.
 pub fn app(public_dir: impl Into<std::path::PathBuf>) -> Omni<Session> {
     Omni::<Session>::new()
         .collection(Players::with([]))
         .collection(Messages::with([]))
+        .collection(Boards::with([Board::default()]))
+        .observe::<Players, _, _>(count_move)
         .event("login", login)
         .on_disconnect(logout)
         .static_dir(public_dir)

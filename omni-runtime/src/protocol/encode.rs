@@ -188,8 +188,8 @@ pub(crate) fn emit(name: &str, data_json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// `{"t":"hello","v":1,"conn":N}`
-pub(crate) fn hello(conn: u64) -> Bytes {
+/// `{"t":"hello","v":1,"conn":N,"epoch":E}`
+pub(crate) fn hello(conn: u64, epoch: u64) -> Bytes {
     let mut out = Vec::with_capacity(40);
     out.extend_from_slice(b"{\"t\":\"hello\",\"v\":");
     push_u64(
@@ -198,6 +198,8 @@ pub(crate) fn hello(conn: u64) -> Bytes {
     );
     out.extend_from_slice(b",\"conn\":");
     push_u64(&mut out, conn);
+    out.extend_from_slice(b",\"epoch\":");
+    push_u64(&mut out, epoch);
     out.push(b'}');
     Bytes::from(out)
 }

@@ -1,0 +1,544 @@
+//! The sync engine: the one authority over the world's state, around one ordered commit log.
+//!
+//! ```text
+//! request ──► validate at the origin ──► storage (async, ──► durable ──► apply as commit N,
+//!             (lock: rules, hooks,        no lock; one                   fan out to every
+//!              decoding; the head)        write per model                connection (lock),
+//!                                         at a time)                     observers (no lock)
+//! ```
+//!
+//! - **Validate** ([`store`]) runs under the lock against the collection's head (the applied
+//!   models plus every accepted write still on its way), and yields a [`Proposal`].
+//! - **Storage** ([`crate::storage`]) runs without the lock. Writes to one model go one at a
+//!   time, in the order they were accepted (a [`commit::Gate`] chain); others overlap.
+//! - **Apply**: once the storage says the write is durable, the engine takes the lock, gives it
+//!   the next sequence number of the log, applies it and fans it out ([`fanout`]): nobody, the
+//!   writer included, sees a write before it is durable. Fan-out happens in sequence order
+//!   because both happen under the lock.
+//! - **Observers** ([`observe`]) get the commits in sequence order, outside the lock.
+//!
+//! Without a custom backend or middleware, the storage can neither wait nor fail, so the three
+//! steps run in one critical section (the fast path).
+//!
+//! Lock rule: the engine's lock is held only by this module's functions, never across an
+//! `.await`; user code it runs under the lock (permission hooks, channel functions, rules,
+//! `World::read` closures) must not call back into the world: that panics with a message
+//! ([`hooks::Critical`]) instead of deadlocking.
+
+pub(crate) mod commit;
+mod fanout;
+pub(crate) mod hooks;
+pub(crate) mod observe;
+pub(crate) mod state;
+pub(crate) mod store;
+mod view;
+
+use std::any::Any;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+
+use crate::conn::ConnId;
+use crate::outbox::Outbox;
+use crate::protocol::decode::CollRequest;
+use crate::protocol::encode::{self as wire, Target};
+use crate::storage::{Storage, StoreReply};
+use crate::world::{World, WorldCore};
+
+pub(crate) use commit::{Origin, Proposal, Refusal};
+pub(crate) use hooks::panic_message;
+pub(crate) use state::{ConnState, State};
+pub(crate) use store::{Announce, Applied, Codec, ServerWrite, Store};
+
+use commit::Op;
+use hooks::Critical;
+use observe::{Job, Observers};
+use store::Cx;
+
+/// A handle to the engine. Cheap to clone; what [`Conn`](crate::Conn) and
+/// [`World`](crate::World) hold.
+pub(crate) struct Engine<S> {
+    core: Arc<Core<S>>,
+}
+
+impl<S> Clone for Engine<S> {
+    fn clone(&self) -> Self {
+        Engine {
+            core: self.core.clone(),
+        }
+    }
+}
+
+pub(crate) struct Core<S> {
+    state: parking_lot::Mutex<State<S>>,
+    storage: Storage,
+    observers: Observers,
+    me: Weak<Core<S>>,
+}
+
+/// The engine's state, locked, with this thread marked as inside the critical section.
+pub(crate) struct Locked<'a, S> {
+    guard: parking_lot::MutexGuard<'a, State<S>>,
+    _critical: Critical,
+}
+
+impl<S> std::ops::Deref for Locked<'_, S> {
+    type Target = State<S>;
+    fn deref(&self) -> &State<S> {
+        &self.guard
+    }
+}
+
+impl<S> std::ops::DerefMut for Locked<'_, S> {
+    fn deref_mut(&mut self) -> &mut State<S> {
+        &mut self.guard
+    }
+}
+
+/// How a server write ends: at once (the fast path, or refused), or once its commit is durable
+/// and applied.
+pub(crate) enum Pending {
+    Done(Result<Applied, Refusal>),
+    Waiting(tokio::sync::oneshot::Receiver<Result<Applied, Refusal>>),
+}
+
+impl Pending {
+    pub(crate) async fn wait(self) -> Result<Applied, Refusal> {
+        match self {
+            Pending::Done(result) => result,
+            Pending::Waiting(rx) => rx.await.unwrap_or(Err(Refusal::ConnectionClosed)),
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> Engine<S> {
+    pub(crate) fn new(state: State<S>, storage: Storage) -> Self {
+        Engine {
+            core: Arc::new_cyclic(|me| Core {
+                state: parking_lot::Mutex::new(state),
+                storage,
+                observers: Observers::new(),
+                me: me.clone(),
+            }),
+        }
+    }
+
+    /// Locks the state. `what` names the caller in the panic of a re-entrant call.
+    pub(crate) fn lock(&self, what: &str) -> Locked<'_, S> {
+        self.core.lock(what)
+    }
+
+    pub(crate) fn world(&self) -> World {
+        World {
+            core: self.core.clone(),
+        }
+    }
+
+    fn weak_world(&self) -> Weak<dyn WorldCore> {
+        let weak: Weak<dyn WorldCore> = self.core.me.clone();
+        weak
+    }
+
+    /// Registers a new connection (not ready: fan-outs skip it until [`Engine::start`]).
+    pub(crate) fn connect(&self, id: ConnId, session: S, outbox: Arc<Outbox>) {
+        let mut st = self.lock("connect");
+        let colls = st.colls.len();
+        st.conns.insert(id, ConnState::new(session, outbox, colls));
+    }
+
+    /// Marks a connection ready and queues its `hello` and first snapshot.
+    pub(crate) fn start(&self, id: ConnId) {
+        let mut st = self.lock("start");
+        let log = st.log;
+        let Some(conn) = st.conns.get_mut(&id) else {
+            return;
+        };
+        conn.ready = true;
+        conn.outbox.push_control(wire::hello(id.raw(), log.epoch));
+        if let Some(snapshot) = snapshot(&mut st, id) {
+            st.conns[&id].outbox.push(snapshot);
+        }
+    }
+
+    /// Stops fan-outs to a connection that went away (its session stays readable).
+    pub(crate) fn leave(&self, id: ConnId) {
+        if let Some(c) = self.lock("leave").conns.get_mut(&id) {
+            c.ready = false;
+        }
+    }
+
+    /// Forgets a connection.
+    pub(crate) fn forget(&self, id: ConnId) {
+        self.lock("forget").conns.remove(&id);
+    }
+
+    /// Replaces everything queued for a connection with a fresh snapshot (after its outbox
+    /// overflowed).
+    pub(crate) fn resync(&self, id: ConnId) {
+        let mut st = self.lock("resync");
+        if let Some(snapshot) = snapshot(&mut st, id)
+            && let Some(conn) = st.conns.get(&id)
+        {
+            conn.outbox.reset_with([snapshot]);
+        }
+    }
+
+    /// `conn.sync()`: re-checks every permission for one connection and pushes the difference.
+    pub(crate) fn sync_conn(&self, id: ConnId) {
+        let mut st = self.lock("Conn::sync");
+        let State { colls, conns, .. } = &mut *st;
+        let Some(conn) = conns.get_mut(&id) else {
+            return;
+        };
+        if !conn.ready {
+            return;
+        }
+        for coll in colls.iter() {
+            coll.sync_conn(id, conn);
+        }
+    }
+
+    /// Handles one client request on a collection: validated now, applied once durable. Every
+    /// outcome is answered on the connection's outbox.
+    pub(crate) async fn client_request(
+        &self,
+        id: ConnId,
+        req: u64,
+        coll: &str,
+        request: CollRequest,
+        options: Option<serde_json::Value>,
+    ) {
+        let proposal = {
+            let mut st = self.lock("a client request");
+            let Some(idx) = st.coll_index(coll) else {
+                if let Some(c) = st.conns.get(&id) {
+                    let reason = Refusal::UnknownCollection(coll.to_owned()).to_string();
+                    c.outbox.push_control(wire::error(Some(req), &reason));
+                }
+                return;
+            };
+            let State {
+                colls, conns, oids, ..
+            } = &mut *st;
+            if let CollRequest::Subscribe { channel, on } = &request {
+                let Some(conn) = conns.get_mut(&id) else {
+                    return;
+                };
+                let answer = match colls[idx].subscribe(id, conn, channel, *on, true) {
+                    Ok(_) => wire::ack(req),
+                    Err(e) => wire::error(Some(req), &e.to_string()),
+                };
+                conn.outbox.push_control(answer);
+                return;
+            }
+            let staged = self.core.storage.custom();
+            let cx = Cx {
+                conns,
+                oids,
+                backend: self.core.storage.backend(),
+                staged,
+            };
+            match colls[idx].client_write(cx, id, req, &request, options) {
+                Err(refusal) => {
+                    answer_refusal(&st, idx, id, req, &request, &refusal);
+                    return;
+                }
+                Ok(None) => {
+                    if let Some(c) = st.conns.get(&id) {
+                        c.outbox.push_control(wire::ack(req));
+                    }
+                    return;
+                }
+                Ok(Some(p)) if !staged => {
+                    let reply = StoreReply::done(&p.request);
+                    let _ = self.commit(&mut st, p, reply, Some(&request));
+                    return;
+                }
+                Ok(Some(p)) => p,
+            }
+        };
+        let _ = self.staged(proposal, Some(request)).await;
+    }
+
+    /// Validates a write of server code now; the result says when it is applied.
+    pub(crate) fn server_write(&self, idx: usize, write: ServerWrite<'_>, what: &str) -> Pending {
+        let proposal = {
+            let mut st = self.lock(what);
+            let State {
+                colls, conns, oids, ..
+            } = &mut *st;
+            let staged = self.core.storage.custom();
+            let cx = Cx {
+                conns,
+                oids,
+                backend: self.core.storage.backend(),
+                staged,
+            };
+            match colls[idx].server_write(cx, write) {
+                Err(Refusal::Exists { oid }) => {
+                    return Pending::Done(Ok(Applied {
+                        oid,
+                        existing: true,
+                        removed: None,
+                    }));
+                }
+                Err(refusal) => return Pending::Done(Err(refusal)),
+                Ok(None) => {
+                    return Pending::Done(Ok(Applied {
+                        oid: 0,
+                        existing: false,
+                        removed: None,
+                    }));
+                }
+                Ok(Some(p)) if !staged => {
+                    let reply = StoreReply::done(&p.request);
+                    return Pending::Done(self.commit(&mut st, p, reply, None));
+                }
+                Ok(Some(p)) => p,
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let engine = self.clone();
+        let run = async move {
+            let _ = tx.send(engine.staged(proposal, None).await);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(run);
+            }
+            Err(_) => panic!(
+                "a World write with a custom storage backend or middleware needs a Tokio runtime"
+            ),
+        }
+        Pending::Waiting(rx)
+    }
+
+    /// Applies a change announced by server code (made outside the engine) as a commit.
+    pub(crate) fn announce(&self, idx: usize, what: Announce) -> bool {
+        let mut st = self.lock("an announce_* call");
+        let State {
+            colls,
+            conns,
+            oids,
+            log,
+        } = &mut *st;
+        let mut jobs = Vec::new();
+        let applied = colls[idx].announce(conns, oids, log.seq + 1, what, &mut jobs);
+        if applied {
+            log.seq += 1;
+        }
+        self.core.observers.push(jobs, || self.weak_world());
+        applied
+    }
+
+    /// A staged write: waits for the previous write to its model, runs the storage, then
+    /// applies (or drops) it and answers its origin.
+    async fn staged(
+        &self,
+        proposal: Proposal,
+        request: Option<CollRequest>,
+    ) -> Result<Applied, Refusal> {
+        let previous_ok = match &proposal.after {
+            Some(gate) => gate.wait().await,
+            None => true,
+        };
+        let stored = if previous_ok {
+            let (coll, model) = (proposal.request.collection, proposal.request.model);
+            let oid =
+                (proposal.request.method != crate::storage::Method::Create).then_some(proposal.oid);
+            self.core
+                .storage
+                .run(proposal.request.clone())
+                .await
+                .map_err(|error| Refusal::Storage {
+                    coll,
+                    model,
+                    oid,
+                    error,
+                })
+        } else {
+            Err(Refusal::EarlierWriteFailed {
+                coll: proposal.request.collection,
+                model: proposal.request.model,
+                oid: proposal.oid,
+            })
+        };
+        let gate = proposal.gate.clone();
+        let result = {
+            let mut st = self.lock("applying a commit");
+            match stored {
+                Ok(reply) => self.commit(&mut st, proposal, reply, request.as_ref()),
+                Err(refusal) => {
+                    st.colls[proposal.coll].abort(&proposal);
+                    if let (Origin::Client { conn, req }, Some(request)) =
+                        (&proposal.origin, &request)
+                    {
+                        answer_refusal(&st, proposal.coll, *conn, *req, request, &refusal);
+                    }
+                    Err(refusal)
+                }
+            }
+        };
+        if let Some(gate) = gate {
+            gate.open(result.is_ok());
+        }
+        result
+    }
+
+    /// Applies a durable proposal as the next commit of the log (or answers a read).
+    fn commit(
+        &self,
+        st: &mut Locked<'_, S>,
+        proposal: Proposal,
+        reply: StoreReply,
+        request: Option<&CollRequest>,
+    ) -> Result<Applied, Refusal> {
+        let idx = proposal.coll;
+        if let (Op::Read, Origin::Client { conn, req }) = (&proposal.op, &proposal.origin) {
+            if let Some(c) = st.conns.get(conn) {
+                let msg = st.colls[idx].read_reply(*conn, c, *req, proposal.oid, reply.data);
+                c.outbox.push_control(msg);
+            }
+            return Ok(Applied {
+                oid: proposal.oid,
+                existing: false,
+                removed: None,
+            });
+        }
+        let origin = proposal.origin.clone();
+        let State {
+            colls,
+            conns,
+            oids,
+            log,
+        } = &mut **st;
+        let mut jobs: Vec<Job> = Vec::new();
+        let seq = log.seq + 1;
+        let result = colls[idx].apply(conns, oids, seq, proposal, reply.oid, &mut jobs);
+        match &result {
+            Ok(_) => log.seq = seq,
+            Err(refusal) => {
+                if let (Origin::Client { conn, req }, Some(request)) = (&origin, request) {
+                    answer_refusal(st, idx, *conn, *req, request, refusal);
+                }
+            }
+        }
+        self.core.observers.push(jobs, || self.weak_world());
+        result
+    }
+}
+
+/// Answers a refused client request: a `reject` carrying the model as the client may see it,
+/// or for a read an error `reply`.
+fn answer_refusal<S: Send + Sync + 'static>(
+    st: &State<S>,
+    idx: usize,
+    id: ConnId,
+    req: u64,
+    request: &CollRequest,
+    refusal: &Refusal,
+) {
+    let Some(conn) = st.conns.get(&id) else {
+        return;
+    };
+    let reason = refusal.to_string();
+    let msg = match request {
+        CollRequest::Change { oid, .. } | CollRequest::Remove { oid } => {
+            st.colls[idx].reject(id, conn, req, Target::Oid(*oid), &reason)
+        }
+        CollRequest::Add { tmp, .. } => {
+            st.colls[idx].reject(id, conn, req, Target::Tmp(tmp), &reason)
+        }
+        CollRequest::Read { .. } => wire::reply_err(req, &reason),
+        CollRequest::Subscribe { .. } => wire::error(Some(req), &reason),
+    };
+    conn.outbox.push_control(msg);
+}
+
+/// The `snapshot` message for a connection, recording what it now holds.
+fn snapshot<S: Send + Sync + 'static>(st: &mut State<S>, id: ConnId) -> Option<Bytes> {
+    let State {
+        colls, conns, log, ..
+    } = st;
+    let conn = conns.get_mut(&id)?;
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"t\":\"snapshot\",\"seq\":");
+    wire::push_u64(&mut out, log.seq);
+    out.extend_from_slice(b",\"data\":{");
+    for (i, coll) in colls.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        wire::push_str(&mut out, coll.name());
+        out.push(b':');
+        coll.write_snapshot(id, conn, &mut out);
+    }
+    out.extend_from_slice(b"}}");
+    Some(Bytes::from(out))
+}
+
+impl<S: Send + Sync + 'static> WorldCore for Core<S> {
+    fn coll_index(&self, type_id: std::any::TypeId) -> Option<usize> {
+        self.lock("World::collection").coll_index_of(type_id)
+    }
+
+    fn write(&self, idx: usize, write: ServerWrite<'_>, what: &str) -> Pending {
+        self.handle().server_write(idx, write, what)
+    }
+
+    fn announce(&self, idx: usize, what: Announce) -> bool {
+        self.handle().announce(idx, what)
+    }
+
+    fn read(&self, idx: usize, f: &mut dyn FnMut(&dyn Any)) {
+        let st = self.lock("World::read");
+        f(st.colls[idx].models_any())
+    }
+
+    fn broadcast(&self, msg: Bytes) {
+        let st = self.lock("World::broadcast");
+        for conn in st.conns.values().filter(|c| c.ready) {
+            conn.outbox.push_control(msg.clone());
+        }
+    }
+
+    fn connection_ids(&self) -> Vec<ConnId> {
+        let st = self.lock("World::connections");
+        let mut ids: Vec<ConnId> = st
+            .conns
+            .iter()
+            .filter(|(_, c)| c.ready)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn log(&self) -> (u64, u64) {
+        let st = self.lock("World::log");
+        (st.log.epoch, st.log.seq)
+    }
+}
+
+impl<S: Send + Sync + 'static> Core<S> {
+    /// An engine handle on this core (for the world, which holds the core erased).
+    fn handle(&self) -> Engine<S> {
+        Engine {
+            core: self
+                .me
+                .upgrade()
+                .expect("the engine is alive while its world is used"),
+        }
+    }
+}
+
+impl<S> Core<S> {
+    /// Locks the state. `what` names the caller in the panic of a re-entrant call.
+    fn lock(&self, what: &str) -> Locked<'_, S> {
+        let critical = Critical::enter(what);
+        Locked {
+            guard: self.state.lock(),
+            _critical: critical,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! What the engine's lock protects: collections, connections, the OID allocator and the log.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::conn::ConnId;
+use crate::model::AttrSet;
+use crate::outbox::Outbox;
+use crate::storage::{Backend, StoreError};
+
+use super::store::CollState;
+
+/// The state of one connection as the engine sees it.
+pub(crate) struct ConnState<S> {
+    pub(crate) session: S,
+    pub(crate) outbox: Arc<Outbox>,
+    /// Per collection index: the models the client holds and which of their attributes.
+    pub(crate) held: Vec<Held>,
+    /// Per collection index: the channels the client subscribed to.
+    pub(crate) channels: Vec<HashSet<String>>,
+    /// Whether the client got its first snapshot; until then fan-outs skip it.
+    pub(crate) ready: bool,
+}
+
+impl<S> ConnState<S> {
+    pub(crate) fn new(session: S, outbox: Arc<Outbox>, colls: usize) -> Self {
+        ConnState {
+            session,
+            outbox,
+            held: vec![Held::default(); colls],
+            channels: vec![HashSet::new(); colls],
+            ready: false,
+        }
+    }
+}
+
+pub(crate) type Conns<S> = HashMap<ConnId, ConnState<S>>;
+
+/// What a client holds of one collection: OID -> readable attributes. Looked up for every
+/// connection on every change, so keyed with a multiplicative hash of the OID instead of SipHash
+/// (OIDs are server-assigned, not attacker-chosen).
+pub(crate) type Held = HashMap<u64, AttrSet, std::hash::BuildHasherDefault<OidHasher>>;
+
+/// Fibonacci hashing of a `u64` OID.
+#[derive(Default)]
+pub(crate) struct OidHasher(u64);
+
+impl std::hash::Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// OIDs handed out in blocks reserved durably with the backend ([`Backend::reserve_oids`]), so
+/// no OID is ever handed out twice, even across a crash that lost the create that had it.
+pub(crate) struct Oids {
+    last: u64,
+    reserved: u64,
+}
+
+/// OIDs reserved at a time.
+const OID_BLOCK: u64 = 1024;
+
+impl Oids {
+    pub(crate) fn new() -> Self {
+        Oids {
+            last: 0,
+            reserved: 0,
+        }
+    }
+
+    /// Starts after every OID the backend ever handed out.
+    pub(crate) fn start_after(&mut self, last: u64) {
+        self.last = self.last.max(last);
+        self.reserved = self.reserved.max(last);
+    }
+
+    /// The next OID; reserves another block with the backend when the current one is used up.
+    pub(crate) fn next(&mut self, backend: &dyn Backend) -> u64 {
+        self.last += 1;
+        if self.last > self.reserved {
+            self.reserved = self.last + OID_BLOCK;
+            backend.reserve_oids(self.reserved);
+        }
+        self.last
+    }
+
+    /// Records an OID given elsewhere (a backend's own id, an announced model).
+    pub(crate) fn saw(&mut self, oid: u64) {
+        self.last = self.last.max(oid);
+    }
+}
+
+/// The commit log's position: the sequence number of the last applied commit, in an epoch
+/// that changes whenever the history behind the sequence is lost. The history lives in this
+/// process, so every start of a server is a new epoch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Log {
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+}
+
+impl Log {
+    pub(crate) fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // A random epoch without a dependency: std's per-process random SipHash keys, mixed
+        // with the time and the process id.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        h.write_u32(std::process::id());
+        // Kept within 2^53 so JavaScript clients hold it exactly.
+        Log {
+            epoch: (h.finish() & ((1 << 53) - 1)).max(1),
+            seq: 0,
+        }
+    }
+}
+
+/// Everything under the engine's lock.
+pub(crate) struct State<S> {
+    pub(crate) colls: Vec<Box<dyn CollState<S>>>,
+    pub(crate) conns: Conns<S>,
+    pub(crate) oids: Oids,
+    pub(crate) log: Log,
+}
+
+impl<S: Send + Sync + 'static> State<S> {
+    pub(crate) fn new() -> Self {
+        State {
+            colls: Vec::new(),
+            conns: HashMap::new(),
+            oids: Oids::new(),
+            log: Log::new(),
+        }
+    }
+
+    pub(crate) fn coll_index(&self, name: &str) -> Option<usize> {
+        self.colls.iter().position(|c| c.name() == name)
+    }
+
+    pub(crate) fn coll_index_of(&self, type_id: std::any::TypeId) -> Option<usize> {
+        self.colls.iter().position(|c| c.type_id() == type_id)
+    }
+
+    /// Gives every collection its models: the stored ones, or the seeds.
+    pub(crate) fn load(&mut self, backend: &dyn Backend) -> Result<(), StoreError> {
+        self.oids.start_after(backend.last_oid()?);
+        // Stored collections first, so seeds of the others get OIDs above every stored one.
+        let mut order: Vec<usize> = (0..self.colls.len()).collect();
+        order.sort_by_key(|&i| !self.colls[i].persisted());
+        for i in order {
+            self.colls[i].load(backend, &mut self.oids)?;
+        }
+        Ok(())
+    }
+}

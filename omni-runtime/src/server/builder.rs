@@ -1,0 +1,329 @@
+//! The [`Omni`] builder: collections, events, hooks, storage, options.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use omni_client_gen::schema::{CollectionSchema, EventSchema, Schema};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::assets;
+use crate::collection::{CollectionPermissions, Seeded};
+use crate::conn::Conn;
+use crate::engine::observe::{Observed, observer};
+use crate::engine::{Codec, Engine, State, Store};
+use crate::error::EventError;
+use crate::model::{Model, Permissions};
+use crate::rules::Rules;
+use crate::storage::{Backend, Middleware, Storage, StoreError};
+use crate::world::World;
+
+use super::{Config, EventFn, HookFn, Server, Shared};
+
+/// Builds an Omni server: collections, events, hooks, options. `S` is the per-connection
+/// session type.
+pub struct Omni<S> {
+    state: State<S>,
+    storage: Storage,
+    events: HashMap<String, EventFn<S>>,
+    on_connect: Vec<HookFn<S>>,
+    on_disconnect: Vec<HookFn<S>>,
+    config: Config,
+    schema: Schema,
+}
+
+impl<S: Default + Send + Sync + 'static> Default for Omni<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Default + Send + Sync + 'static> Omni<S> {
+    /// A server with no collections and the default [`Config`].
+    pub fn new() -> Self {
+        Omni {
+            state: State::new(),
+            storage: Storage::default(),
+            events: HashMap::new(),
+            on_connect: Vec::new(),
+            on_disconnect: Vec::new(),
+            config: Config::default(),
+            schema: Schema::new(),
+        }
+    }
+
+    /// Registers a collection, with its initial models: `.collection(Players::with([...]))`.
+    ///
+    /// # Panics
+    /// If a collection with the same wire name is already registered.
+    pub fn collection<C>(mut self, collection: impl Into<Seeded<C>>) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+    {
+        assert!(
+            self.state.coll_index(C::NAME).is_none(),
+            "collection `{}` is registered twice; give one of them another name with #[collection(name = \"...\")]",
+            C::NAME
+        );
+        let idx = self.state.colls.len();
+        let store = Store::<C, S>::new(collection.into(), idx);
+        self.state.colls.push(Box::new(store));
+        <C::Model as Model>::describe(&mut self.schema);
+        self.schema.collections.push(CollectionSchema {
+            name: C::NAME.to_owned(),
+            model: <C::Model as Model>::NAME.to_owned(),
+            docs: C::DOCS.map(str::to_owned),
+        });
+        self
+    }
+
+    /// The registered `Store` of collection `C`.
+    fn store_mut<C>(&mut self, what: &str) -> &mut Store<C, S>
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+    {
+        let found = self
+            .state
+            .colls
+            .iter_mut()
+            .find(|c| c.type_id() == std::any::TypeId::of::<C>())
+            .and_then(|c| c.as_any_mut().downcast_mut::<Store<C, S>>());
+        match found {
+            Some(store) => store,
+            None => panic!(
+                "`{what}::<{}>()` needs the collection `{}` registered first: call `.collection(...)` before it",
+                std::any::type_name::<C>(),
+                C::NAME
+            ),
+        }
+    }
+
+    /// Sets the storage backend (Backbone.IO's backend): [`MemoryStore`](crate::storage::MemoryStore)
+    /// by default, [`RedbStore`](crate::storage::RedbStore) for a durable one. Collections
+    /// registered with [`Omni::persist`] are loaded from it when the server is built, and every
+    /// write to them is durable before anyone (its writer included) sees it.
+    pub fn storage(mut self, backend: impl Backend) -> Self {
+        self.storage.set_backend(Arc::new(backend));
+        self
+    }
+
+    /// Adds a middleware to the storage stack (Backbone.IO's `backend.use`). Middleware run in
+    /// the order they were added, on every create, update and delete of every collection and on
+    /// a client's one-shot read; see [`storage`](crate::storage).
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.storage.push(Arc::new(middleware));
+        self
+    }
+
+    /// Keeps collection `C` in the storage backend: loaded from it at start (seeded with the
+    /// collection's initial models the first time), every write stored before it is applied.
+    /// The model is stored whole, server-private fields included, with serde.
+    ///
+    /// # Panics
+    /// If `C` was not registered with [`Omni::collection`] before.
+    pub fn persist<C>(mut self) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S> + Serialize + DeserializeOwned,
+    {
+        self.store_mut::<C>("persist").codec = Some(Codec {
+            encode: |m| serde_json::to_vec(m).map_err(|e| e.to_string()),
+            decode: |b| serde_json::from_slice(b).map_err(|e| e.to_string()),
+        });
+        self
+    }
+
+    /// Scopes collection `C` by channel: `channel(model)` names the channel a model belongs to
+    /// (a chat room), and a client holds only the models of the channels it subscribed to
+    /// (`Omni.collections.messages.subscribe("lobby")`, or [`Conn::subscribe`] from the server),
+    /// as far as `can_read` allows. [`CollectionPermissions::can_subscribe`] decides who may
+    /// subscribe to what.
+    ///
+    /// # Panics
+    /// If `C` was not registered with [`Omni::collection`] before.
+    pub fn channels<C>(mut self, channel: fn(&C::Model) -> &str) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+    {
+        self.store_mut::<C>("channels").channel = Some(channel);
+        self
+    }
+
+    /// Per-action rules for collection `C` (Halo's routes): allow or deny `create`, `read`,
+    /// `update`, `destroy` and `list` as a whole, or decide them with handlers; see
+    /// [`rules`](crate::rules).
+    ///
+    /// # Panics
+    /// If `C` was not registered with [`Omni::collection`] before.
+    pub fn rules<C>(mut self, rules: Rules<S>) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+    {
+        self.store_mut::<C>("rules").rules = rules;
+        self
+    }
+
+    /// Observes the commits of collection `C` (Omni.js's server-side model listeners):
+    /// `observer(world, event)` runs for every create, update and delete, from clients or
+    /// server code, after it is applied, in sequence order (one at a time, each awaited),
+    /// outside the engine's lock. It may write: its writes are new commits that reach every
+    /// client allowed to see them, the original writer included.
+    ///
+    /// # Panics
+    /// If `C` was not registered with [`Omni::collection`] before.
+    pub fn observe<C, F, Fut>(mut self, f: F) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+        F: Fn(World, Observed<C::Model>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.store_mut::<C>("observe").observers.push(observer(f));
+        self
+    }
+
+    /// Registers a client-callable event: `Omni.trigger(name, args)` on the client resolves to
+    /// the handler's reply, or rejects with the error's message.
+    ///
+    /// # Panics
+    /// If an event with this name is already registered.
+    pub fn event<A, R, F, Fut>(mut self, name: &str, handler: F) -> Self
+    where
+        A: DeserializeOwned + ts_rs::TS + 'static,
+        R: Serialize + ts_rs::TS + 'static,
+        F: Fn(Conn<S>, World, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, EventError>> + Send + 'static,
+    {
+        assert!(
+            !self.events.contains_key(name),
+            "event `{name}` is registered twice"
+        );
+        let event_name: Arc<str> = name.into();
+        let handler = Arc::new(handler);
+        let erased: EventFn<S> = Arc::new(move |conn, world, args| {
+            let handler = handler.clone();
+            let event_name = event_name.clone();
+            Box::pin(async move {
+                let args: A = serde_json::from_value(args)
+                    .map_err(|e| format!("event `{event_name}`: bad arguments: {e}"))?;
+                let reply = handler(conn, world, args)
+                    .await
+                    .map_err(|e| e.message().to_owned())?;
+                let mut json = Vec::new();
+                crate::__private::encode(&reply, &mut json);
+                Ok(json)
+            })
+        });
+        self.events.insert(name.to_owned(), erased);
+        let args_ts = crate::ts::ts_type::<A>(&mut self.schema);
+        let reply_ts = crate::ts::ts_type::<R>(&mut self.schema);
+        self.schema.events.push(EventSchema {
+            name: name.to_owned(),
+            args_ts,
+            reply_ts,
+        });
+        self
+    }
+
+    /// Runs when a client connects, before it gets its snapshot: set up the session here, and
+    /// the snapshot will follow it (Omni.js's `connect` event).
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Conn<S>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connect
+            .push(Arc::new(move |conn| Box::pin(hook(conn))));
+        self
+    }
+
+    /// Runs when a client disconnected; its session is still readable.
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Conn<S>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnect
+            .push(Arc::new(move |conn| Box::pin(hook(conn))));
+        self
+    }
+
+    /// Serves this directory as static files at `/` (default: `public`).
+    pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.static_dir = Some(dir.into());
+        self
+    }
+
+    /// Serves no static files (Omni.js's `static: false`).
+    pub fn no_static(mut self) -> Self {
+        self.config.static_dir = None;
+        self
+    }
+
+    /// Development mode: a readable `/omni.js`, not cached. Otherwise minified, compressed and
+    /// cached. Typically `.development(cfg!(debug_assertions))`.
+    pub fn development(mut self, on: bool) -> Self {
+        self.config.development = on;
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The schema the client is generated from.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Finishes the builder. The server does not listen yet: see [`Server::serve`],
+    /// [`Server::routes`] and [`Omni::listen`].
+    ///
+    /// # Panics
+    /// If the storage cannot load the persisted collections; [`Omni::try_build`] returns the
+    /// error instead.
+    pub fn build(self) -> Server<S> {
+        match self.try_build() {
+            Ok(server) => server,
+            Err(e) => panic!("the server cannot start: {e}"),
+        }
+    }
+
+    /// Finishes the builder, loading persisted collections from the storage.
+    pub fn try_build(mut self) -> Result<Server<S>, StoreError> {
+        self.state.load(self.storage.backend())?;
+        let assets = assets::Assets::build(&self.schema, self.config.development);
+        let engine_waits = self.storage.custom();
+        Ok(Server {
+            shared: Arc::new(Shared {
+                engine: Engine::new(self.state, self.storage),
+                engine_waits,
+                events: self.events,
+                on_connect: self.on_connect,
+                on_disconnect: self.on_disconnect,
+                config: self.config,
+                schema: self.schema,
+                assets,
+                next_conn: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Builds the server and serves it on `addr` until the process ends.
+    pub async fn listen(self, addr: impl Into<SocketAddr>) -> std::io::Result<()> {
+        let server = self.try_build().map_err(std::io::Error::other)?;
+        let listener = tokio::net::TcpListener::bind(addr.into()).await?;
+        server.serve(listener).await;
+        Ok(())
+    }
+}

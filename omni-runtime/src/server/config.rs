@@ -1,0 +1,50 @@
+//! A server's limits and switches.
+
+use std::path::PathBuf;
+
+/// Limits and switches of a server. Every field has a documented default.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Serve a readable client (`true`) or a minified, compressed, cached one. Default: `false`.
+    pub development: bool,
+    /// Path segment of the WebSocket endpoint. Default: `"omni"`.
+    pub ws_path: String,
+    /// Directory served as static files at `/`, if any. Default: `Some("public")`.
+    pub static_dir: Option<PathBuf>,
+    /// Largest accepted WebSocket message, in bytes. Default: 1 MiB.
+    pub max_message_size: usize,
+    /// Bytes of pending state updates per connection before they are dropped and the client is
+    /// resynced with a fresh snapshot once it reads again. Default: 4 MiB.
+    pub max_queue_bytes: usize,
+    /// Sustained client messages per second per connection (each message of a batch counts).
+    /// Default: 2,000.
+    pub max_messages_per_second: u32,
+    /// Messages a connection may send in a burst above the sustained rate; a client over it gets
+    /// an `error`, and one that goes on to twice this burst is disconnected. Default: 4,000.
+    pub message_burst: u32,
+    /// Origins allowed to open the WebSocket (`https://example.com`). Empty: only the same origin
+    /// as the `Host` header. Requests without an `Origin` header (non-browser clients) are
+    /// allowed. A refused origin gets HTTP 403. Default: empty.
+    pub allowed_origins: Vec<String>,
+    /// Bytes each WebSocket reads from its socket at a time (tungstenite's read buffer; it
+    /// grows while a larger message arrives). It is most of what an idle connection costs
+    /// (7.6 KiB each at 4 KiB, 15,000 connections), but below 4 KiB throughput collapses once
+    /// the server is saturated (docs/BENCHMARKS.md). Default: 4 KiB.
+    pub socket_read_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            development: false,
+            ws_path: "omni".to_owned(),
+            static_dir: Some(PathBuf::from("public")),
+            max_message_size: 1 << 20,
+            max_queue_bytes: 4 << 20,
+            max_messages_per_second: 2_000,
+            message_burst: 4_000,
+            allowed_origins: Vec::new(),
+            socket_read_buffer: 4 * 1024,
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! One client connection, from upgrade to close: the pump that reads requests and writes
+//! frames, the events it runs side by side, and the writes it hands to the engine in order.
+
+use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::conn::{Conn, ConnId};
+use crate::engine::panic_message;
+use crate::outbox::{Drain, Outbox, frame};
+use crate::protocol::decode::{self, ClientMsg, CollRequest};
+use crate::protocol::encode as wire;
+use crate::upgrade::Socket;
+
+use super::Shared;
+use super::limits::{RateLimit, RateVerdict};
+
+type Tx = futures_util::stream::SplitSink<Socket, Message>;
+type Rx = futures_util::stream::SplitStream<Socket>;
+
+/// One client connection, from upgrade to close.
+pub(super) async fn connection<S: Default + Send + Sync + 'static>(
+    shared: Arc<Shared<S>>,
+    socket: Socket,
+) {
+    let id = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed) + 1);
+    let outbox = Arc::new(Outbox::new(shared.config.max_queue_bytes));
+    shared.engine.connect(id, S::default(), outbox.clone());
+    let conn = Conn {
+        id,
+        engine: shared.engine.clone(),
+    };
+    tracing::debug!(conn = %id, "client connected");
+    let (mut tx, mut rx) = socket.split();
+
+    let mut connected = true;
+    for hook in &shared.on_connect {
+        if let Err(panic) = AssertUnwindSafe(hook(conn.clone())).catch_unwind().await {
+            tracing::error!(conn = %id, panic = panic_message(&panic), "connect hook panicked; closing the connection");
+            let msg = wire::error(
+                None,
+                "the server failed to accept this connection (connect hook failed)",
+            );
+            let _ = tx.send(text(&msg)).await;
+            connected = false;
+            break;
+        }
+    }
+    if connected {
+        shared.engine.start(id);
+        Pump::new(&shared, &conn, &outbox)
+            .run(&mut tx, &mut rx)
+            .await;
+    }
+
+    shared.engine.leave(id);
+    for hook in &shared.on_disconnect {
+        if let Err(panic) = AssertUnwindSafe(hook(conn.clone())).catch_unwind().await {
+            tracing::error!(conn = %id, panic = panic_message(&panic), "disconnect hook panicked");
+        }
+    }
+    shared.engine.forget(id);
+    outbox.close();
+    let _ = tx.close().await;
+    tracing::debug!(conn = %id, "client disconnected");
+}
+
+/// A text frame sharing the encoded bytes (they are JSON, so UTF-8; checked, never copied).
+pub(super) fn text(bytes: &Bytes) -> Message {
+    match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(bytes.clone()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::text(String::from_utf8_lossy(bytes).into_owned()),
+    }
+}
+
+/// A client write waiting for its turn: after the events sent before it, and after the
+/// connection's earlier writes.
+struct Queued {
+    req: u64,
+    coll: String,
+    request: CollRequest,
+    options: Option<serde_json::Value>,
+    /// Events numbered below this were sent before it.
+    after_event: u64,
+}
+
+struct Pump<'a, S> {
+    shared: &'a Arc<Shared<S>>,
+    conn: &'a Conn<S>,
+    outbox: &'a Arc<Outbox>,
+    limit: RateLimit,
+    events: Arc<InFlight>,
+    /// The connection's writer task, started with its first write that must wait.
+    writer: Option<tokio::sync::mpsc::UnboundedSender<Queued>>,
+    /// Writes handed to the writer task and not yet done.
+    queued: Arc<AtomicUsize>,
+}
+
+impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
+    fn new(shared: &'a Arc<Shared<S>>, conn: &'a Conn<S>, outbox: &'a Arc<Outbox>) -> Self {
+        Pump {
+            shared,
+            conn,
+            outbox,
+            limit: RateLimit::new(&shared.config),
+            events: Arc::new(InFlight::default()),
+            writer: None,
+            queued: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Moves messages both ways until the client goes away, floods, or the server closes it.
+    async fn run(mut self, tx: &mut Tx, rx: &mut Rx) {
+        let id = self.conn.id;
+        let mut pending = Vec::new();
+        loop {
+            tokio::select! {
+                incoming = rx.next() => match incoming {
+                    Some(Ok(msg)) => {
+                        if msg.is_close() {
+                            return;
+                        }
+                        if !self.message(msg).await {
+                            tracing::warn!(conn = %id, "client flooded the server; disconnecting it");
+                            let _ = tx.send(text(&wire::error(None, "message rate limit exceeded repeatedly; disconnecting"))).await;
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(conn = %id, error = %e, "websocket error");
+                        return;
+                    }
+                    None => return,
+                },
+                _ = self.outbox.notified() => loop {
+                    match self.outbox.drain(&mut pending) {
+                        Drain::Items => {
+                            let frame = frame(&pending);
+                            pending.clear();
+                            if tx.send(text(&frame)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Drain::Resync => {
+                            tracing::debug!(conn = %id, "outbound queue overflowed; resyncing the client");
+                            self.shared.engine.resync(id);
+                        }
+                        Drain::Close => return,
+                        Drain::Empty => break,
+                    }
+                },
+            }
+        }
+    }
+
+    /// Parses one frame and handles each message in it, in order. Returns `false` when the
+    /// client must be disconnected for flooding.
+    async fn message(&mut self, msg: Message) -> bool {
+        let text = match &msg {
+            Message::Text(text) => text.as_str(),
+            Message::Binary(_) => {
+                self.outbox.push_control(wire::error(
+                    None,
+                    "binary frames are not supported: send JSON text frames",
+                ));
+                return true;
+            }
+            // Pings are answered by tungstenite; pongs and raw frames carry nothing for us.
+            _ => return true,
+        };
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.outbox
+                    .push_control(wire::error(None, &format!("malformed JSON: {e}")));
+                return true;
+            }
+        };
+        let count = match &value {
+            serde_json::Value::Array(items) => items.len().max(1),
+            _ => 1,
+        };
+        match self.limit.take(count) {
+            RateVerdict::Ok => {}
+            RateVerdict::Over { warn } => {
+                self.refuse_over_limit(&value, warn);
+                return true;
+            }
+            RateVerdict::Abuse => return false,
+        }
+        let items = match value {
+            serde_json::Value::Array(items) => items,
+            other => vec![other],
+        };
+        for item in items {
+            match decode::decode(item) {
+                Err(bad) => self.outbox.push_control(wire::error(bad.req, &bad.reason)),
+                Ok(ClientMsg::Event { req, name, args }) => self.event(req, name, args),
+                Ok(ClientMsg::Coll {
+                    req,
+                    coll,
+                    request,
+                    options,
+                }) => {
+                    self.write(Queued {
+                        req,
+                        coll,
+                        request,
+                        options,
+                        after_event: self.events.started(),
+                    })
+                    .await
+                }
+            }
+        }
+        true
+    }
+
+    /// Every dropped request is answered, so no client promise waits forever.
+    fn refuse_over_limit(&self, value: &serde_json::Value, warn: bool) {
+        let config = &self.shared.config;
+        let reason = format!(
+            "message rate limit exceeded ({} per second, burst {}): message dropped, nothing changed",
+            config.max_messages_per_second, config.message_burst
+        );
+        let ids: Vec<u64> = match value {
+            serde_json::Value::Array(items) => {
+                items.iter().filter_map(|m| m.get("id")?.as_u64()).collect()
+            }
+            other => other
+                .get("id")
+                .and_then(|v| v.as_u64())
+                .into_iter()
+                .collect(),
+        };
+        if ids.is_empty() && warn {
+            self.outbox.push_control(wire::error(None, &reason));
+        }
+        for id in ids {
+            self.outbox.push_control(wire::error(Some(id), &reason));
+        }
+    }
+
+    /// A request on a collection. A connection's writes apply in the order it sent them, each
+    /// after the events it sent before it (as Meteor's methods: an event that sets up the
+    /// session comes into force before the writes sent after it). When nothing is ahead of it
+    /// and the storage cannot wait, it is handled here at once; otherwise the connection's
+    /// writer task takes it, so the pump goes on reading and sending meanwhile.
+    async fn write(&mut self, q: Queued) {
+        let inline = self.queued.load(Ordering::SeqCst) == 0
+            && self.events.idle_now()
+            && !self.shared.engine_waits;
+        if inline {
+            self.shared
+                .engine
+                .client_request(self.conn.id, q.req, &q.coll, q.request, q.options)
+                .await;
+            return;
+        }
+        let writer = self.writer.get_or_insert_with(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(writer(
+                self.shared.clone(),
+                self.conn.id,
+                self.events.clone(),
+                self.queued.clone(),
+                rx,
+            ));
+            tx
+        });
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if writer.send(q).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A call of a server event: runs side by side with the connection's other events.
+    fn event(&self, req: u64, name: String, args: serde_json::Value) {
+        let Some(handler) = self.shared.events.get(&name).cloned() else {
+            self.outbox
+                .push_control(wire::error(Some(req), &format!("unknown event `{name}`")));
+            return;
+        };
+        let conn = self.conn.clone();
+        let world = conn.world();
+        let outbox = self.outbox.clone();
+        let running = self.events.start();
+        tokio::spawn(async move {
+            let _running = running;
+            let result = AssertUnwindSafe(handler(conn.clone(), world, args))
+                .catch_unwind()
+                .await;
+            let msg = match result {
+                Ok(Ok(json)) => wire::reply_ok(req, &json),
+                Ok(Err(e)) => wire::reply_err(req, &e),
+                Err(panic) => {
+                    tracing::error!(event = %name, conn = %conn.id, panic = panic_message(&panic), "event handler panicked");
+                    wire::reply_err(req, &format!("event `{name}` failed on the server"))
+                }
+            };
+            outbox.push_control(msg);
+        });
+    }
+}
+
+/// The connection's writer task: its writes, one at a time, in order.
+async fn writer<S: Default + Send + Sync + 'static>(
+    shared: Arc<Shared<S>>,
+    id: ConnId,
+    events: Arc<InFlight>,
+    queued: Arc<AtomicUsize>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Queued>,
+) {
+    while let Some(q) = rx.recv().await {
+        events.finished_below(q.after_event).await;
+        shared
+            .engine
+            .client_request(id, q.req, &q.coll, q.request, q.options)
+            .await;
+        queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The event handlers of one connection still running, numbered in the order they started.
+#[derive(Default)]
+struct InFlight {
+    next: AtomicU64,
+    running: parking_lot::Mutex<BTreeSet<u64>>,
+    done: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn start(self: &Arc<Self>) -> InFlightGuard {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        self.running.lock().insert(n);
+        InFlightGuard(self.clone(), n)
+    }
+
+    /// How many events were started so far.
+    fn started(&self) -> u64 {
+        self.next.load(Ordering::SeqCst)
+    }
+
+    fn idle_now(&self) -> bool {
+        self.running.lock().is_empty()
+    }
+
+    /// Waits until every event numbered below `n` has finished.
+    async fn finished_below(&self, n: u64) {
+        loop {
+            let done = self.done.notified();
+            if self.running.lock().first().is_none_or(|first| *first >= n) {
+                return;
+            }
+            done.await;
+        }
+    }
+}
+
+/// Marks an event handler finished when dropped (also when it panicked).
+struct InFlightGuard(Arc<InFlight>, u64);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.running.lock().remove(&self.1);
+        self.0.done.notify_waiters();
+    }
+}

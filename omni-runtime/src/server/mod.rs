@@ -1,0 +1,189 @@
+//! The server: the [`Omni`] builder, its warp routes and the per-connection task.
+//!
+//! ```no_run
+//! # use omni_runtime::prelude::*;
+//! # #[derive(Default)] struct Session;
+//! # #[derive(Model, Clone, Default)] struct Player { name: String }
+//! # impl Permissions<Session> for Player {}
+//! # #[collection(model = Player)] struct Players;
+//! # impl CollectionPermissions<Session> for Players {}
+//! # async fn run() -> std::io::Result<()> {
+//! Omni::<Session>::new()
+//!     .collection(Players::with([Player { name: "Jim".into() }]))
+//!     .listen(([127, 0, 0, 1], 3000))
+//!     .await
+//! # }
+//! ```
+
+mod builder;
+mod config;
+mod connection;
+mod limits;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use omni_client_gen::schema::Schema;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+
+use crate::assets;
+use crate::conn::{Conn, ConnId};
+use crate::engine::Engine;
+use crate::upgrade::Upgrade;
+
+use crate::world::World;
+use limits::origin_allowed;
+
+pub use builder::Omni;
+pub use config::Config;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type EventFn<S> = Arc<
+    dyn Fn(Conn<S>, World, serde_json::Value) -> BoxFuture<Result<Vec<u8>, String>> + Send + Sync,
+>;
+type HookFn<S> = Arc<dyn Fn(Conn<S>) -> BoxFuture<()> + Send + Sync>;
+
+/// What the server's routes and connections share.
+pub(crate) struct Shared<S> {
+    pub(crate) engine: Engine<S>,
+    /// Whether writes may wait for the storage (a custom backend or middleware).
+    engine_waits: bool,
+    events: HashMap<String, EventFn<S>>,
+    on_connect: Vec<HookFn<S>>,
+    on_disconnect: Vec<HookFn<S>>,
+    pub(crate) config: Config,
+    schema: Schema,
+    assets: assets::Assets,
+    next_conn: AtomicU64,
+}
+
+/// A built server. Cheap to clone.
+pub struct Server<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for Server<S> {
+    fn clone(&self) -> Self {
+        Server {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Default + Send + Sync + 'static> Server<S> {
+    /// The world, to read and change collections from server code.
+    pub fn world(&self) -> World {
+        self.shared.engine.world()
+    }
+
+    /// The connected clients of this server.
+    pub fn connections(&self) -> Vec<Conn<S>> {
+        let ids: Vec<ConnId> = self.world().connections();
+        ids.into_iter()
+            .map(|id| Conn {
+                id,
+                engine: self.shared.engine.clone(),
+            })
+            .collect()
+    }
+
+    /// The schema the client is generated from.
+    pub fn schema(&self) -> &Schema {
+        &self.shared.schema
+    }
+
+    /// The server's routes as a warp filter, to mount Omni inside a bigger warp app:
+    /// the WebSocket endpoint, `/omni.js` and the other client files, and the static directory.
+    pub fn routes(&self) -> BoxedFilter<(warp::reply::Response,)> {
+        let shared = self.shared.clone();
+        let cfg = &self.shared.config;
+        let ws = warp::path(cfg.ws_path.clone())
+            .and(warp::path::end())
+            .and(crate::upgrade::upgrade())
+            .and(warp::header::optional::<String>("origin"))
+            .and(warp::header::optional::<String>("host"))
+            .map(
+                move |ws: Upgrade, origin: Option<String>, host: Option<String>| {
+                    let shared = shared.clone();
+                    if !origin_allowed(
+                        &shared.config.allowed_origins,
+                        origin.as_deref(),
+                        host.as_deref(),
+                    ) {
+                        tracing::warn!(
+                            origin = origin.as_deref().unwrap_or_default(),
+                            "refused a WebSocket from a foreign origin"
+                        );
+                        let mut resp = warp::reply::Reply::into_response("origin not allowed");
+                        *resp.status_mut() = warp::http::StatusCode::FORBIDDEN;
+                        return resp;
+                    }
+                    let max = shared.config.max_message_size;
+                    let read = shared.config.socket_read_buffer;
+                    ws.accept(read, max, move |socket| {
+                        connection::connection(shared, socket)
+                    })
+                },
+            );
+        let shared = self.shared.clone();
+        let assets = warp::get()
+            .and(warp::path::full())
+            .and(warp::header::optional::<String>("accept-encoding"))
+            .and(warp::header::optional::<String>("if-none-match"))
+            .and_then(
+                move |path: warp::path::FullPath, enc: Option<String>, etag: Option<String>| {
+                    let shared = shared.clone();
+                    async move {
+                        shared
+                            .assets
+                            .respond(path.as_str(), enc.as_deref(), etag.as_deref())
+                            .ok_or_else(warp::reject::not_found)
+                    }
+                },
+            );
+        let routes = ws.or(assets).unify();
+        match &cfg.static_dir {
+            Some(dir) => routes
+                .or(warp::fs::dir(dir.clone()).map(warp::reply::Reply::into_response))
+                .unify()
+                .boxed(),
+            None => routes.boxed(),
+        }
+    }
+
+    /// Serves the routes on an already bound listener until the process ends.
+    pub async fn serve(self, listener: tokio::net::TcpListener) {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "omni listening");
+        }
+        no_delay(&listener);
+        warp::serve(self.routes()).incoming(listener).run().await
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve_with_shutdown(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
+        no_delay(&listener);
+        warp::serve(self.routes())
+            .incoming(listener)
+            .graceful(shutdown)
+            .run()
+            .await
+    }
+}
+
+/// Turns off Nagle's algorithm on the listener, which accepted sockets inherit (Linux, BSD):
+/// realtime frames are small and must leave at once. With it on, a frame written while an
+/// earlier one is unacknowledged waits for the peer's delayed ACK (up to 40 ms).
+fn no_delay(listener: &tokio::net::TcpListener) {
+    if let Err(e) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
+        tracing::warn!(error = %e, "cannot set TCP_NODELAY; small frames may be delayed");
+    }
+}

@@ -1,0 +1,378 @@
+//! The durable backend: one [redb](https://docs.rs/redb) file, group-committed.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use super::{Backend, BoxFuture, Method, StoreError, StoreReply, StoreRequest, StoredModel};
+
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("omni_meta");
+const LAST_OID: &str = "last_oid";
+
+/// The largest OID ever stored or reserved, from the meta table.
+fn last_oid(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreError> {
+    Ok(meta
+        .get(LAST_OID)
+        .map_err(StoreError::failed)?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}
+
+fn table(collection: &str) -> String {
+    format!("models:{collection}")
+}
+
+/// A durable backend in one file, on [redb](https://docs.rs/redb): a pure-Rust, ACID, embedded
+/// key-value store (no C toolchain, no server, crash-safe with copy-on-write B-trees and
+/// checksummed commits). Each persisted collection is a table from OID to the model's JSON.
+///
+/// Writes are group-committed: [`Backend::call`] queues a write and a writer thread commits
+/// everything queued in one fsynced transaction; the call's future resolves when that
+/// transaction is on disk. The engine applies a write, and any client (its writer included)
+/// sees it, only then: a restart, even after `SIGKILL`, loses nothing any client has seen, and
+/// OIDs are never reused (they are reserved durably in blocks).
+pub struct RedbStore {
+    shared: Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    db: redb::Database,
+    queue: parking_lot::Mutex<Queue>,
+    wake: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    ops: Vec<Op>,
+    /// The highest OID reserved and not yet written to the meta table.
+    reserve: u64,
+    stop: bool,
+}
+
+struct Op {
+    collection: &'static str,
+    oid: u64,
+    /// `None`: delete.
+    doc: Option<Bytes>,
+    /// Told the outcome of the transaction that carried the write.
+    done: Box<dyn FnOnce(Result<(), String>) + Send>,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("queued", &self.shared.queue.lock().ops.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens the store file, creating it if needed, and starts its writer thread.
+    ///
+    /// A file that exists but is empty is refused (it is not a redb file: an interrupted copy,
+    /// a truncation), never silently started as an empty store. A file that was not closed
+    /// cleanly (a crash, `SIGKILL`) is repaired by redb, which keeps the last transaction whose
+    /// checksum verifies; the repair is logged at `warn` level.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::failed(format!(
+                "{} is empty, not a redb data file (an interrupted copy or a truncation?): restore it from a backup, or delete it to start with an empty store",
+                path.display()
+            )));
+        }
+        let shown = path.display().to_string();
+        let db = redb::Database::builder()
+            .set_repair_callback(move |session| {
+                if session.progress() == 0.0 {
+                    tracing::warn!(
+                        file = %shown,
+                        "the data file was not closed cleanly and is being repaired: every transaction whose checksum verifies is kept, a damaged last one is rolled back"
+                    );
+                }
+            })
+            .create(path)
+            .map_err(|e| StoreError::failed(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(StoreError::failed)?;
+        txn.open_table(META).map_err(StoreError::failed)?;
+        txn.commit().map_err(StoreError::failed)?;
+        let shared = Arc::new(Shared {
+            db,
+            queue: parking_lot::Mutex::new(Queue::default()),
+            wake: parking_lot::Condvar::new(),
+        });
+        let writer = std::thread::Builder::new()
+            .name("omni-redb-writer".into())
+            .spawn({
+                let shared = shared.clone();
+                move || writer(&shared)
+            })
+            .map_err(StoreError::failed)?;
+        Ok(RedbStore {
+            shared,
+            writer: Some(writer),
+        })
+    }
+
+    /// Queues a write; the receiver says when it is durable.
+    fn queue(
+        &self,
+        collection: &'static str,
+        oid: u64,
+        doc: Option<Bytes>,
+    ) -> Result<oneshot::Receiver<Result<(), String>>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        {
+            let mut queue = self.shared.queue.lock();
+            if queue.stop {
+                return Err(StoreError::failed("the store is closed"));
+            }
+            queue.ops.push(Op {
+                collection,
+                oid,
+                doc,
+                done: Box::new(move |r| {
+                    let _ = done.send(r);
+                }),
+            });
+        }
+        self.shared.wake.notify_one();
+        Ok(rx)
+    }
+
+    /// Blocks until every write queued so far is on disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let (done, rx) = std::sync::mpsc::channel();
+        {
+            let mut queue = self.shared.queue.lock();
+            queue.ops.push(Op {
+                collection: "",
+                oid: 0,
+                doc: None,
+                done: Box::new(move |r| {
+                    let _ = done.send(r);
+                }),
+            });
+        }
+        self.shared.wake.notify_one();
+        rx.recv()
+            .map_err(|_| StoreError::failed("the store's writer stopped"))?
+            .map_err(StoreError::failed)
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        self.shared.queue.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: commits what is queued, one transaction per batch, until stopped.
+fn writer(shared: &Shared) {
+    loop {
+        let (batch, reserve) = {
+            let mut queue = shared.queue.lock();
+            while queue.ops.is_empty() && queue.reserve == 0 && !queue.stop {
+                shared.wake.wait(&mut queue);
+            }
+            if queue.ops.is_empty() && queue.reserve == 0 {
+                return;
+            }
+            (
+                std::mem::take(&mut queue.ops),
+                std::mem::take(&mut queue.reserve),
+            )
+        };
+        let result = commit(&shared.db, &batch, reserve).map_err(|e| {
+            tracing::error!(error = %e, writes = batch.len(), "redb commit failed");
+            e.to_string()
+        });
+        if result.is_err() && reserve > 0 {
+            // Keep the reservation for the next batch.
+            let mut queue = shared.queue.lock();
+            queue.reserve = queue.reserve.max(reserve);
+        }
+        for op in batch {
+            (op.done)(result.clone());
+        }
+    }
+}
+
+fn commit(db: &redb::Database, batch: &[Op], reserve: u64) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(StoreError::failed)?;
+    {
+        let mut meta = txn.open_table(META).map_err(StoreError::failed)?;
+        let mut last = last_oid(&meta)?.max(reserve);
+        for op in batch.iter().filter(|op| !op.collection.is_empty()) {
+            let name = table(op.collection);
+            let def: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(&name);
+            let mut t = txn.open_table(def).map_err(StoreError::failed)?;
+            match &op.doc {
+                Some(doc) => {
+                    t.insert(op.oid, &doc[..]).map_err(StoreError::failed)?;
+                    last = last.max(op.oid);
+                }
+                None => {
+                    t.remove(op.oid).map_err(StoreError::failed)?;
+                }
+            }
+        }
+        meta.insert(LAST_OID, last).map_err(StoreError::failed)?;
+    }
+    txn.commit().map_err(StoreError::failed)
+}
+
+impl Backend for RedbStore {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+
+    fn load(&self, collection: &'static str) -> Result<Option<Vec<StoredModel>>, StoreError> {
+        self.flush()?;
+        let txn = self.shared.db.begin_read().map_err(StoreError::failed)?;
+        let meta = txn.open_table(META).map_err(StoreError::failed)?;
+        let seeded = format!("seeded:{collection}");
+        if meta
+            .get(seeded.as_str())
+            .map_err(StoreError::failed)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let name = table(collection);
+        let def: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(&name);
+        let models = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Some(Vec::new())),
+            Err(e) => return Err(StoreError::failed(e)),
+        };
+        let mut out = Vec::new();
+        for row in models.iter().map_err(StoreError::failed)? {
+            let (k, v) = row.map_err(StoreError::failed)?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(Some(out))
+    }
+
+    fn seed(&self, collection: &'static str, models: &[StoredModel]) -> Result<(), StoreError> {
+        self.flush()?;
+        let txn = self.shared.db.begin_write().map_err(StoreError::failed)?;
+        {
+            let name = table(collection);
+            let def: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(&name);
+            let mut t = txn.open_table(def).map_err(StoreError::failed)?;
+            let mut meta = txn.open_table(META).map_err(StoreError::failed)?;
+            let mut last = last_oid(&meta)?;
+            for (oid, doc) in models {
+                t.insert(*oid, doc.as_slice()).map_err(StoreError::failed)?;
+                last = last.max(*oid);
+            }
+            meta.insert(LAST_OID, last).map_err(StoreError::failed)?;
+            meta.insert(format!("seeded:{collection}").as_str(), 1)
+                .map_err(StoreError::failed)?;
+        }
+        txn.commit().map_err(StoreError::failed)
+    }
+
+    fn last_oid(&self) -> Result<u64, StoreError> {
+        self.flush()?;
+        let txn = self.shared.db.begin_read().map_err(StoreError::failed)?;
+        let meta = txn.open_table(META).map_err(StoreError::failed)?;
+        last_oid(&meta)
+    }
+
+    fn reserve_oids(&self, upto: u64) {
+        {
+            let mut queue = self.shared.queue.lock();
+            queue.reserve = queue.reserve.max(upto);
+        }
+        self.shared.wake.notify_one();
+    }
+
+    fn call(&self, req: StoreRequest) -> BoxFuture<Result<StoreReply, StoreError>> {
+        if !req.persist || req.method == Method::Read {
+            return Box::pin(std::future::ready(Ok(StoreReply::done(&req))));
+        }
+        let doc = match req.method {
+            Method::Create | Method::Update => match &req.doc {
+                Some(doc) => Some(doc.clone()),
+                None => {
+                    return Box::pin(std::future::ready(Err(StoreError::failed(format!(
+                        "{} of {}/{} {} carries no document",
+                        req.method, req.collection, req.model, req.oid
+                    )))));
+                }
+            },
+            _ => None,
+        };
+        let queued = self.queue(req.collection, req.oid, doc);
+        Box::pin(async move {
+            queued?
+                .await
+                .map_err(|_| StoreError::failed("the store's writer stopped"))?
+                .map_err(StoreError::failed)?;
+            Ok(StoreReply::done(&req))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::req;
+    use super::*;
+
+    #[tokio::test]
+    async fn redb_store_survives_reopening_and_keeps_reservations() {
+        let path = std::env::temp_dir().join(format!("omni-redb-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        {
+            let store = RedbStore::open(&path).unwrap();
+            assert_eq!(store.load("todos").unwrap(), None, "never seeded");
+            store.seed("todos", &[(3, b"{\"a\":1}".to_vec())]).unwrap();
+            store
+                .call(req(Method::Create, 7, Some(b"{\"a\":2}")))
+                .await
+                .unwrap();
+            store
+                .call(req(Method::Update, 3, Some(b"{\"a\":3}")))
+                .await
+                .unwrap();
+            store.reserve_oids(1024);
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(
+            store.last_oid().unwrap(),
+            1024,
+            "the reservation is durable"
+        );
+        assert_eq!(
+            store.load("todos").unwrap(),
+            Some(vec![(3, b"{\"a\":3}".to_vec()), (7, b"{\"a\":2}".to_vec())])
+        );
+        store.call(req(Method::Delete, 3, None)).await.unwrap();
+        assert_eq!(
+            store.load("todos").unwrap(),
+            Some(vec![(7, b"{\"a\":2}".to_vec())])
+        );
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_not_started_empty() {
+        let path = std::env::temp_dir().join(format!("omni-redb-empty-{}", std::process::id()));
+        std::fs::write(&path, b"").unwrap();
+        let err = RedbStore::open(&path).unwrap_err();
+        assert!(err.message().contains("is empty"), "{err}");
+        let _ = std::fs::remove_file(&path);
+    }
+}
