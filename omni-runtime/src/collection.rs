@@ -1,6 +1,6 @@
 //! Collections: named sets of models of one type, with create and destroy permissions.
 
-use crate::conn::ConnId;
+use crate::ids::ConnId;
 use crate::model::Model;
 
 /// A named collection of one model type. Implemented by `#[collection(model = M)]`.

@@ -13,6 +13,8 @@ pub mod collection;
 pub mod conn;
 mod engine;
 pub mod error;
+mod hooks;
+mod ids;
 pub mod model;
 mod outbox;
 mod protocol;

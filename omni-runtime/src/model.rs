@@ -18,8 +18,8 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::conn::ConnId;
 use crate::error::DecodeError;
+use crate::ids::ConnId;
 
 /// A server-assigned object id, typed by the model it names.
 ///

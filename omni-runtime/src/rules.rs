@@ -173,7 +173,7 @@ impl<S> Rules<S> {
         }
         for (a, handler) in &self.handlers {
             if *a == action {
-                let verdict = crate::engine::hooks::guard("Rules handler", || handler(ctx, oid))
+                let verdict = crate::hooks::guard("Rules handler", || handler(ctx, oid))
                     .unwrap_or_else(|| Err("the rule's handler failed".to_owned()));
                 verdict.map_err(|reason| {
                     format!("action `{action}` refused on collection `{collection}`: {reason}")
@@ -199,7 +199,7 @@ impl<S> Rules<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::ConnId;
+    use crate::ids::ConnId;
 
     #[test]
     fn deny_only_allow_and_handlers() {

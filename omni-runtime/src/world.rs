@@ -30,25 +30,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use serde::Serialize;
 
 use crate::collection::Collection;
-use crate::conn::ConnId;
-use crate::engine::{Announce, Pending, Refusal, ServerWrite};
+use crate::engine::{Announce, Refusal, ServerWrite, WorldCore};
 use crate::error::WorldError;
+use crate::ids::ConnId;
 use crate::model::{AttrSet, Model, Oid};
-
-/// The object-safe face of the engine, so [`World`] needs no session type parameter.
-pub(crate) trait WorldCore: Send + Sync {
-    fn coll_index(&self, type_id: std::any::TypeId) -> Option<usize>;
-    fn write(&self, idx: usize, write: ServerWrite<'_>, what: &str) -> Pending;
-    fn announce(&self, idx: usize, what: Announce) -> bool;
-    fn read(&self, idx: usize, f: &mut dyn FnMut(&dyn Any));
-    fn broadcast(&self, msg: Bytes);
-    fn connection_ids(&self) -> Vec<ConnId>;
-    fn log(&self) -> (u64, u64);
-}
 
 /// A write of server code on its way: validated when it was made, applied once the storage
 /// made it durable. Await it for its result, which comes once every client that may see the

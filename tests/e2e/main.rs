@@ -5,6 +5,7 @@ mod apps;
 mod collections;
 mod connections;
 mod durable;
+mod engine;
 mod events;
 mod fuzz;
 mod hardening;

@@ -746,3 +746,88 @@ async fn no_client_sees_a_write_before_it_is_durable() {
         .unwrap();
     assert_eq!(srv.server.world().log_position().1, 2);
 }
+
+#[tokio::test]
+async fn a_panicking_middleware_refuses_its_request_and_leaves_no_stale_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let gone = Arc::new(AtomicUsize::new(0));
+    let hook = gone.clone();
+    let srv = TestServer::start(
+        Omni::<Sess>::new()
+            .collection(Notes::empty())
+            .channels::<Notes>(|n| &n.room)
+            .middleware(|req: StoreRequest, next: Next| async move {
+                let boom = req
+                    .doc
+                    .as_ref()
+                    .is_some_and(|d| String::from_utf8_lossy(d).contains("boom"));
+                if boom {
+                    panic!("middleware bug");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await; // may wait
+                next.run(req).await
+            })
+            // Answers reads itself, with data that echoes the client's options.
+            .middleware(|req: StoreRequest, next: Next| async move {
+                if req.method == Method::Read {
+                    let data = json!({"answered": true, "opts": req.options});
+                    return Ok(StoreReply::with_data(&req, data));
+                }
+                next.run(req).await
+            })
+            .persist::<Notes>()
+            .on_disconnect(move |_conn: Conn<Sess>| {
+                let hook = hook.clone();
+                async move {
+                    hook.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+    )
+    .await;
+    let mut c = srv.client().await;
+    sub(&mut c, "lobby", true).await.unwrap();
+    let err = c
+        .add("notes", json!({"room": "lobby", "text": "boom"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused(r) if r.contains("the storage panicked (middleware bug)")),
+        "{err:?}"
+    );
+    assert!(srv.server.world().collection::<Notes>().is_empty());
+    // The connection goes on: the next write works, a read is answered by the middleware.
+    let oid = c
+        .add("notes", json!({"room": "lobby", "text": "fine"}))
+        .await
+        .unwrap();
+    let id = c
+        .send(json!({"t": "read", "c": "notes", "oid": oid, "opts": {"why": "audit"}}))
+        .await
+        .unwrap();
+    let reply = c.answer(id).await.unwrap();
+    assert_eq!(
+        reply["ok"],
+        json!({"answered": true, "opts": {"why": "audit"}})
+    );
+    // Server code's write that panics in the middleware is refused too.
+    let notes = srv.server.world().collection::<Notes>();
+    let err = notes
+        .update(Oid::from_raw(oid), |n| {
+            n.set_text("boom".into());
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the storage panicked"), "{err}");
+    assert_eq!(notes.get(Oid::from_raw(oid)).unwrap().text, "fine");
+    // Leaving: the disconnect hook runs and nothing of the connection stays.
+    assert_eq!(srv.server.connections().len(), 1);
+    c.close().await;
+    for _ in 0..200 {
+        if gone.load(Ordering::SeqCst) == 1 && srv.server.connections().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(gone.load(Ordering::SeqCst), 1, "the disconnect hook ran");
+    assert!(srv.server.connections().is_empty(), "no stale connection");
+}

@@ -4,7 +4,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::conn::ConnId;
+use crate::ids::ConnId;
 use crate::model::AttrSet;
 use crate::storage::{StoreError, StoreRequest};
 

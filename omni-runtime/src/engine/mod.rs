@@ -27,7 +27,6 @@
 
 pub(crate) mod commit;
 mod fanout;
-pub(crate) mod hooks;
 pub(crate) mod observe;
 pub(crate) mod state;
 pub(crate) mod store;
@@ -38,20 +37,18 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
-use crate::conn::ConnId;
+use crate::ids::ConnId;
 use crate::outbox::Outbox;
 use crate::protocol::decode::CollRequest;
 use crate::protocol::encode::{self as wire, Target};
 use crate::storage::{Storage, StoreReply};
-use crate::world::{World, WorldCore};
 
 pub(crate) use commit::{Origin, Proposal, Refusal};
-pub(crate) use hooks::panic_message;
 pub(crate) use state::{ConnState, State};
 pub(crate) use store::{Announce, Applied, Codec, ServerWrite, Store};
 
+use crate::hooks::Critical;
 use commit::Op;
-use hooks::Critical;
 use observe::{Job, Observers};
 use store::Cx;
 
@@ -95,6 +92,18 @@ impl<S> std::ops::DerefMut for Locked<'_, S> {
     }
 }
 
+/// The object-safe face of the engine that [`World`](crate::World) holds, so it needs no
+/// session type parameter.
+pub(crate) trait WorldCore: Send + Sync {
+    fn coll_index(&self, type_id: std::any::TypeId) -> Option<usize>;
+    fn write(&self, idx: usize, write: ServerWrite<'_>, what: &str) -> Pending;
+    fn announce(&self, idx: usize, what: Announce) -> bool;
+    fn read(&self, idx: usize, f: &mut dyn FnMut(&dyn Any));
+    fn broadcast(&self, msg: Bytes);
+    fn connection_ids(&self) -> Vec<ConnId>;
+    fn log(&self) -> (u64, u64);
+}
+
 /// How a server write ends: at once (the fast path, or refused), or once its commit is durable
 /// and applied.
 pub(crate) enum Pending {
@@ -128,10 +137,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
         self.core.lock(what)
     }
 
-    pub(crate) fn world(&self) -> World {
-        World {
-            core: self.core.clone(),
-        }
+    /// The engine without its session type, for a [`World`](crate::World).
+    pub(crate) fn erased(&self) -> Arc<dyn WorldCore> {
+        self.core.clone()
     }
 
     fn weak_world(&self) -> Weak<dyn WorldCore> {

@@ -1,12 +1,12 @@
 //! Server-side observers of a collection's commits (Omni.js let server code listen to model
 //! changes): called in sequence order, after the commit is applied, outside the engine's lock.
 
-use std::future::Future;
 use std::sync::{Arc, Weak};
 
 use crate::model::{AttrSet, Model, Oid};
 use crate::storage::BoxFuture;
-use crate::world::{World, WorldCore};
+
+use super::WorldCore;
 
 pub use super::commit::Origin;
 
@@ -42,21 +42,13 @@ pub enum Observation<M: Model> {
     Deleted(M),
 }
 
-/// A typed observer, erased to a boxed future.
-pub(crate) type ObserverFn<M> = Arc<dyn Fn(World, Observed<M>) -> BoxFuture<()> + Send + Sync>;
-
-/// Wraps a user's observer.
-pub(crate) fn observer<M, F, Fut>(f: F) -> ObserverFn<M>
-where
-    M: Model,
-    F: Fn(World, Observed<M>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    Arc::new(move |world, event| Box::pin(f(world, event)))
-}
+/// A typed observer, erased to a boxed future; it gets the world as the engine's erased core
+/// (the server wraps the user's observer, which takes a [`World`](crate::World)).
+pub(crate) type ObserverFn<M> =
+    Arc<dyn Fn(Arc<dyn WorldCore>, Observed<M>) -> BoxFuture<()> + Send + Sync>;
 
 /// One call of one observer, ready to run.
-pub(crate) type Job = Box<dyn FnOnce(World) -> BoxFuture<()> + Send>;
+pub(crate) type Job = Box<dyn FnOnce(Arc<dyn WorldCore>) -> BoxFuture<()> + Send>;
 
 /// Queues one job per observer for a commit: `old` absent for a create, `new` absent for a
 /// delete.
@@ -140,10 +132,10 @@ async fn run(mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>, world: Weak<dyn 
     use futures_util::FutureExt;
     while let Some(job) = rx.recv().await {
         let Some(core) = world.upgrade() else { return };
-        let call = std::panic::AssertUnwindSafe(async move { job(World { core }).await });
+        let call = std::panic::AssertUnwindSafe(async move { job(core).await });
         if let Err(panic) = call.catch_unwind().await {
             tracing::error!(
-                panic = super::hooks::panic_message(&panic),
+                panic = crate::hooks::panic_message(&panic),
                 "an observer panicked; the next ones still run"
             );
         }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::conn::ConnId;
+use crate::ids::ConnId;
 use crate::model::AttrSet;
 use crate::outbox::Outbox;
 use crate::storage::{Backend, StoreError};

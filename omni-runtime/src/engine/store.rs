@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::collection::{Collection, CollectionPermissions, Ctx, Seeded};
-use crate::conn::ConnId;
+use crate::ids::ConnId;
 use crate::model::{Access, AttrSet, Attribute, Model, Oid, Permissions};
 use crate::protocol::decode::CollRequest;
 use crate::protocol::encode::{self as wire, Target};
@@ -22,10 +22,10 @@ use crate::rules::{Action, Rules};
 use crate::storage::{Backend, Method, StoreError, StoreRequest};
 
 use super::commit::{Gate, Op, Origin, Proposal, Refusal};
-use super::hooks::guard;
 use super::observe::{Job, ObserverFn, jobs_for};
 use super::state::{ConnState, Conns, Oids};
 use super::view::readable;
+use crate::hooks::guard;
 
 /// What validation needs of the rest of the engine.
 pub(crate) struct Cx<'a, S> {

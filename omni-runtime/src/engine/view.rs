@@ -2,10 +2,10 @@
 
 use bytes::Bytes;
 
-use crate::conn::ConnId;
+use crate::ids::ConnId;
 use crate::model::{Access, AttrSet, Oid, Permissions};
 
-use super::hooks::guard;
+use crate::hooks::guard;
 
 /// Which attributes of `model` the connection may read, or `None` if it may not see it.
 pub(crate) fn readable<S, M: Permissions<S>>(

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::assets;
 use crate::collection::{CollectionPermissions, Seeded};
 use crate::conn::Conn;
-use crate::engine::observe::{Observed, observer};
+use crate::engine::observe::Observed;
 use crate::engine::{Codec, Engine, State, Store};
 use crate::error::EventError;
 use crate::model::{Model, Permissions};
@@ -186,7 +186,12 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         F: Fn(World, Observed<C::Model>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.store_mut::<C>("observe").observers.push(observer(f));
+        let f = Arc::new(f);
+        self.store_mut::<C>("observe")
+            .observers
+            .push(Arc::new(move |core, event| {
+                Box::pin(f(World { core }, event))
+            }));
         self
     }
 

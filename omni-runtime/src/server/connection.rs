@@ -10,8 +10,9 @@ use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{Conn, ConnId};
-use crate::engine::panic_message;
+use crate::conn::Conn;
+use crate::hooks::panic_message;
+use crate::ids::ConnId;
 use crate::outbox::{Drain, Outbox, frame};
 use crate::protocol::decode::{self, ClientMsg, CollRequest};
 use crate::protocol::encode as wire;

@@ -31,8 +31,9 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 
 use crate::assets;
-use crate::conn::{Conn, ConnId};
+use crate::conn::Conn;
 use crate::engine::Engine;
+use crate::ids::ConnId;
 use crate::upgrade::Upgrade;
 
 use crate::world::World;
@@ -77,7 +78,9 @@ impl<S> Clone for Server<S> {
 impl<S: Default + Send + Sync + 'static> Server<S> {
     /// The world, to read and change collections from server code.
     pub fn world(&self) -> World {
-        self.shared.engine.world()
+        World {
+            core: self.shared.engine.erased(),
+        }
     }
 
     /// The connected clients of this server.

@@ -66,7 +66,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::conn::ConnId;
+use crate::ids::ConnId;
 
 pub use self::memory::{Logging, MemoryStore};
 pub use self::redb::RedbStore;
@@ -367,7 +367,7 @@ impl Storage {
             {
                 Ok(result) => result,
                 Err(panic) => {
-                    let panic = crate::engine::panic_message(&panic).to_owned();
+                    let panic = crate::hooks::panic_message(&panic).to_owned();
                     tracing::error!(collection, %method, panic, "storage middleware or backend panicked; request refused");
                     Err(StoreError::failed(format!(
                         "the storage panicked ({panic})"
