@@ -113,6 +113,14 @@ struct Args {
     /// The server's `Config::socket_read_buffer` in bytes (default: the runtime's default).
     #[arg(long)]
     read_buffer: Option<usize>,
+    /// Slow-backend scenario (passed to the server): every write goes through a storage
+    /// middleware that waits this many ms per write of the server's own `records` collection,
+    /// written by `--slow-writers` server tasks, while the clients measure `players` as usual.
+    #[arg(long)]
+    slow_backend_ms: Option<u64>,
+    /// Server tasks writing `records` in the slow-backend scenario.
+    #[arg(long, default_value_t = 8)]
+    slow_writers: usize,
     /// Path of `omni-bench-server` (default: next to this executable).
     #[arg(long)]
     server: Option<PathBuf>,
@@ -633,6 +641,12 @@ async fn start_server(args: &Args, models: usize) -> Result<Server, String> {
     }
     if let Some(n) = args.server_threads {
         cmd.arg("--threads").arg(n.to_string());
+    }
+    if let Some(ms) = args.slow_backend_ms {
+        cmd.arg("--slow-backend-ms")
+            .arg(ms.to_string())
+            .arg("--slow-writers")
+            .arg(args.slow_writers.to_string());
     }
     let mut child = cmd
         .spawn()

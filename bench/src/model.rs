@@ -37,3 +37,20 @@ impl CollectionPermissions<()> for Players {
         true
     }
 }
+
+/// A record of the slow-backend scenario: written by the server itself, through a storage that
+/// takes `--slow-backend-ms` per write, while the clients measure `players`.
+#[derive(Model, Clone, Default, Debug)]
+pub struct Record {
+    /// Bumped by every write.
+    pub n: u64,
+}
+
+/// Nobody but the server writes records.
+impl Permissions<()> for Record {}
+
+/// The records of the slow-backend scenario.
+#[collection(model = Record)]
+pub struct Records;
+
+impl CollectionPermissions<()> for Records {}

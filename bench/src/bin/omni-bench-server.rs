@@ -11,7 +11,8 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use omni_bench::model::{Player, Players};
+use omni_bench::model::{Player, Players, Record, Records};
+use omni_runtime::storage::{Next, StoreRequest};
 use omni_runtime::{Config, Omni};
 
 #[derive(Parser, Debug)]
@@ -39,6 +40,15 @@ struct Args {
     /// `Config::socket_read_buffer` in bytes (default: the runtime's default).
     #[arg(long)]
     read_buffer: Option<usize>,
+    /// Slow-backend scenario: route every write through a storage middleware (so the server
+    /// takes its asynchronous storage path) that waits this many milliseconds for each write to
+    /// the `records` collection (0: no wait, the baseline of the scenario), while
+    /// `--slow-writers` server tasks keep writing records. `players` writes pass at once.
+    #[arg(long)]
+    slow_backend_ms: Option<u64>,
+    /// Server tasks writing `records` in the slow-backend scenario, each one write at a time.
+    #[arg(long, default_value_t = 8)]
+    slow_writers: usize,
     /// Keep running when standard input closes.
     #[arg(long)]
     ignore_stdin: bool,
@@ -73,10 +83,42 @@ async fn run(args: Args) -> std::io::Result<()> {
             .unwrap_or(Config::default().socket_read_buffer),
         ..Config::default()
     };
-    let server = Omni::<()>::new()
+    let mut app = Omni::<()>::new()
         .config(config)
-        .collection(Players::with(players))
-        .build();
+        .collection(Players::with(players));
+    if let Some(ms) = args.slow_backend_ms {
+        let records = (0..args.slow_writers).map(|_| Record::default());
+        app = app.collection(Records::with(records)).middleware(
+            move |req: StoreRequest, next: Next| async move {
+                if req.collection == "records" && ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                next.run(req).await
+            },
+        );
+    }
+    let server = app.build();
+    if args.slow_backend_ms.is_some() {
+        let records = server.world().collection::<Records>();
+        for (oid, _) in records.all() {
+            let records = records.clone();
+            tokio::spawn(async move {
+                let mut n = 0;
+                loop {
+                    n += 1;
+                    if records
+                        .update(oid, |r| {
+                            r.set_n(n);
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    }
     let listener = listen(args.addr, args.nodelay)?;
     let addr = listener.local_addr()?;
     // The load generator reads this line to find the server.

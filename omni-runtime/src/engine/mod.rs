@@ -25,6 +25,8 @@
 //! `World::read` closures) must not call back into the world: that panics with a message
 //! ([`hooks::Critical`]) instead of deadlocking.
 
+mod apply;
+mod coll;
 pub(crate) mod commit;
 mod fanout;
 pub(crate) mod observe;
@@ -43,14 +45,15 @@ use crate::protocol::decode::CollRequest;
 use crate::protocol::encode::{self as wire, Target};
 use crate::storage::{Storage, StoreReply};
 
+pub(crate) use coll::{Announce, Applied, Codec, ServerWrite};
 pub(crate) use commit::{Origin, Proposal, Refusal};
 pub(crate) use state::{ConnState, State};
-pub(crate) use store::{Announce, Applied, Codec, ServerWrite, Store};
+pub(crate) use store::Store;
 
 use crate::hooks::Critical;
+use coll::Cx;
 use commit::Op;
 use observe::{Job, Observers};
-use store::Cx;
 
 /// A handle to the engine. Cheap to clone; what [`Conn`](crate::Conn) and
 /// [`World`](crate::World) hold.
@@ -550,3 +553,6 @@ impl<S> Core<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

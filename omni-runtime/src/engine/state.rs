@@ -8,7 +8,7 @@ use crate::model::AttrSet;
 use crate::outbox::Outbox;
 use crate::storage::{Backend, StoreError};
 
-use super::store::CollState;
+use super::coll::CollState;
 
 /// The state of one connection as the engine sees it.
 pub(crate) struct ConnState<S> {

@@ -14,156 +14,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::collection::{Collection, CollectionPermissions, Ctx, Seeded};
+use crate::hooks::guard;
 use crate::ids::ConnId;
 use crate::model::{Access, AttrSet, Attribute, Model, Oid, Permissions};
-use crate::protocol::decode::CollRequest;
-use crate::protocol::encode::{self as wire, Target};
+use crate::protocol::encode::{self as wire};
 use crate::rules::{Action, Rules};
-use crate::storage::{Backend, Method, StoreError, StoreRequest};
+use crate::storage::{Method, StoreError, StoreRequest};
 
+use super::coll::{ChannelFn, Codec, Cx};
 use super::commit::{Gate, Op, Origin, Proposal, Refusal};
-use super::observe::{Job, ObserverFn, jobs_for};
-use super::state::{ConnState, Conns, Oids};
+use super::observe::ObserverFn;
+use super::state::{ConnState, Conns};
 use super::view::readable;
-use crate::hooks::guard;
-
-/// What validation needs of the rest of the engine.
-pub(crate) struct Cx<'a, S> {
-    pub(crate) conns: &'a Conns<S>,
-    pub(crate) oids: &'a mut Oids,
-    pub(crate) backend: &'a dyn Backend,
-    /// Whether the write goes through the storage before it is applied (then it is recorded as
-    /// pending, so the next write to the model is validated on top of it).
-    pub(crate) staged: bool,
-}
-
-/// A write from server code, with the model type erased.
-pub(crate) enum ServerWrite<'a> {
-    Insert(Box<dyn Any + Send>),
-    Update {
-        oid: u64,
-        f: &'a mut dyn FnMut(&mut dyn Any, &mut AttrSet),
-    },
-    Remove {
-        oid: u64,
-    },
-    /// Inserts `make()` unless a model (applied or on its way) matches `pred`.
-    FindOrInsert {
-        pred: &'a mut dyn FnMut(&dyn Any) -> bool,
-        make: &'a mut dyn FnMut() -> Box<dyn Any + Send>,
-    },
-}
-
-/// A change made outside the engine and announced (Backbone.IO's `backend.emit`): applied and
-/// fanned out at once, never sent to the storage.
-pub(crate) enum Announce {
-    Created(u64, Box<dyn Any>),
-    Updated(u64, Box<dyn Any>),
-    Deleted(u64),
-}
-
-/// What applying a proposal gives back to its origin.
-pub(crate) struct Applied {
-    pub(crate) oid: u64,
-    /// For a find-or-insert: the model existed, nothing was inserted.
-    pub(crate) existing: bool,
-    /// For a delete: the removed model (a `Box<M>`).
-    pub(crate) removed: Option<Box<dyn Any + Send>>,
-}
-
-/// One collection, with its model type erased so the engine can hold many.
-pub(crate) trait CollState<S>: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn type_id(&self) -> std::any::TypeId;
-    /// The `BTreeMap<u64, M>` of applied models.
-    fn models_any(&self) -> &dyn Any;
-    /// Whether the storage keeps this collection (`Omni::persist`).
-    fn persisted(&self) -> bool;
-    /// The `Store<C, S>` itself, for the builder to configure.
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-    /// Gives the seed models their OIDs, or replaces them with what the storage holds.
-    fn load(&mut self, backend: &dyn Backend, oids: &mut Oids) -> Result<(), StoreError>;
-    /// Writes the JSON array of models `conn` may see and records them as held.
-    fn write_snapshot(&self, conn_id: ConnId, conn: &mut ConnState<S>, out: &mut Vec<u8>);
-    /// Pushes to `conn` the difference between what it holds and what it may see now.
-    fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>);
-    /// Subscribes `conn` to a channel (or unsubscribes it) and pushes the difference. A client
-    /// is asked `can_subscribe` first (`ask`); server code is not. `Ok(changed)`.
-    fn subscribe(
-        &self,
-        conn_id: ConnId,
-        conn: &mut ConnState<S>,
-        channel: &str,
-        on: bool,
-        ask: bool,
-    ) -> Result<bool, Refusal>;
-    /// Validates a client's write or read. `Ok(None)`: accepted, nothing to change (answer it).
-    fn client_write(
-        &mut self,
-        cx: Cx<'_, S>,
-        conn_id: ConnId,
-        req: u64,
-        request: &CollRequest,
-        options: Option<serde_json::Value>,
-    ) -> Result<Option<Proposal>, Refusal>;
-    /// Validates a write of server code. `Ok(None)`: nothing to change.
-    fn server_write(
-        &mut self,
-        cx: Cx<'_, S>,
-        write: ServerWrite<'_>,
-    ) -> Result<Option<Proposal>, Refusal>;
-    /// Applies a durable proposal as commit `seq` (under the OID the storage answered), fans it
-    /// out, answers its origin, and queues the observers' jobs.
-    fn apply(
-        &mut self,
-        conns: &mut Conns<S>,
-        oids: &mut Oids,
-        seq: u64,
-        proposal: Proposal,
-        oid: u64,
-        jobs: &mut Vec<Job>,
-    ) -> Result<Applied, Refusal>;
-    /// Forgets a proposal that failed in the storage: the head falls back to what is applied.
-    fn abort(&mut self, proposal: &Proposal);
-    /// A `reject` for a client request, carrying the model as the client may see it now.
-    fn reject(
-        &self,
-        conn_id: ConnId,
-        conn: &ConnState<S>,
-        req: u64,
-        target: Target<'_>,
-        reason: &str,
-    ) -> Bytes;
-    /// The answer to a client's one-shot read: the storage's data, or the model's readable
-    /// attributes.
-    fn read_reply(
-        &self,
-        conn_id: ConnId,
-        conn: &ConnState<S>,
-        req: u64,
-        oid: u64,
-        data: Option<serde_json::Value>,
-    ) -> Bytes;
-    /// Applies a change made outside the engine as commit `seq` and fans it out. `false` if it
-    /// did not apply (an update or delete of an unknown OID, a model of another type).
-    fn announce(
-        &mut self,
-        conns: &mut Conns<S>,
-        oids: &mut Oids,
-        seq: u64,
-        what: Announce,
-        jobs: &mut Vec<Job>,
-    ) -> bool;
-}
-
-/// How a persisted collection's models are encoded for the storage.
-pub(crate) struct Codec<M> {
-    pub(crate) encode: fn(&M) -> Result<Vec<u8>, String>,
-    pub(crate) decode: fn(&[u8]) -> Result<M, String>,
-}
-
-/// The channel a model belongs to, for a collection with channels.
-pub(crate) type ChannelFn<M> = fn(&M) -> &str;
 
 /// The writes to one model accepted but not yet applied.
 struct Pending<M> {
@@ -183,7 +45,7 @@ pub(crate) struct Store<C: Collection, S> {
     pending: HashMap<u64, Pending<C::Model>>,
     generation: u64,
     /// Initial models, until `load` gives them OIDs (or the storage replaces them).
-    seeds: Vec<C::Model>,
+    pub(super) seeds: Vec<C::Model>,
     /// Position in `State::colls` and in every `ConnState::held`.
     pub(super) idx: usize,
     /// The wire name as a JSON string, ready to splice into messages.
@@ -212,14 +74,30 @@ impl<C: Collection, S> Store<C, S> {
     }
 
     /// The model as the next write must see it: applied, with the pending writes on top.
-    fn head(&self, oid: u64) -> Option<&C::Model> {
+    pub(super) fn head(&self, oid: u64) -> Option<&C::Model> {
         match self.pending.get(&oid) {
             Some(p) => p.head.as_ref(),
             None => self.models.get(&oid),
         }
     }
 
-    fn storage_error(&self, oid: Option<u64>, error: StoreError) -> Refusal {
+    /// The first model in OID order, applied or on its way, that matches `pred`.
+    pub(super) fn find_head(&self, pred: &mut dyn FnMut(&dyn Any) -> bool) -> Option<u64> {
+        let applied = self
+            .models
+            .iter()
+            .filter(|(oid, _)| !self.pending.contains_key(oid))
+            .map(|(oid, m)| (*oid, m));
+        let pending = self
+            .pending
+            .iter()
+            .filter_map(|(oid, p)| p.head.as_ref().map(|m| (*oid, m)));
+        let mut all: Vec<(u64, &C::Model)> = applied.chain(pending).collect();
+        all.sort_by_key(|(oid, _)| *oid);
+        all.into_iter().find(|(_, m)| pred(*m)).map(|(oid, _)| oid)
+    }
+
+    pub(super) fn storage_error(&self, oid: Option<u64>, error: StoreError) -> Refusal {
         Refusal::Storage {
             coll: C::NAME,
             model: C::Model::NAME,
@@ -228,7 +106,7 @@ impl<C: Collection, S> Store<C, S> {
         }
     }
 
-    fn encode(&self, model: &C::Model, oid: u64) -> Result<Option<Bytes>, Refusal> {
+    pub(super) fn encode(&self, model: &C::Model, oid: u64) -> Result<Option<Bytes>, Refusal> {
         match &self.codec {
             None => Ok(None),
             Some(codec) => (codec.encode)(model)
@@ -246,7 +124,7 @@ impl<C: Collection, S> Store<C, S> {
         }
     }
 
-    fn request(
+    pub(super) fn request(
         &self,
         method: Method,
         oid: u64,
@@ -267,7 +145,7 @@ impl<C: Collection, S> Store<C, S> {
     }
 
     /// Turns a validated write into a proposal, recording it as pending when it is staged.
-    fn propose(
+    pub(super) fn propose(
         &mut self,
         staged: bool,
         oid: u64,
@@ -315,7 +193,7 @@ impl<C: Collection, S> Store<C, S> {
     }
 
     /// One write of the pending entry is through.
-    fn settle(&mut self, proposal: &Proposal, ok: bool) {
+    pub(super) fn settle(&mut self, proposal: &Proposal, ok: bool) {
         if proposal.gate.is_none() {
             return;
         }
@@ -333,7 +211,7 @@ impl<C: Collection, S> Store<C, S> {
 }
 
 /// The attributes whose encoding differs between two values of a model, among `touched`.
-fn really_changed<M: Model>(old: &M, new: &M, touched: AttrSet) -> AttrSet {
+pub(super) fn really_changed<M: Model>(old: &M, new: &M, touched: AttrSet) -> AttrSet {
     let mut changed = AttrSet::EMPTY;
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for i in touched.iter() {
@@ -382,7 +260,7 @@ where
     }
 
     /// The model `conn_id` asks to write, if it may see it (as of the head).
-    fn visible<'a>(
+    pub(super) fn visible<'a>(
         &'a self,
         conn: &ConnState<S>,
         conn_id: ConnId,
@@ -393,7 +271,7 @@ where
             .ok_or(Refusal::NoSuchModel { coll: C::NAME, oid })
     }
 
-    fn rule(
+    pub(super) fn rule(
         &self,
         conn: &ConnState<S>,
         conn_id: ConnId,
@@ -412,7 +290,7 @@ where
             .map_err(Refusal::Rule)
     }
 
-    fn client_change(
+    pub(super) fn client_change(
         &mut self,
         cx: Cx<'_, S>,
         conn_id: ConnId,
@@ -478,7 +356,7 @@ where
         )))
     }
 
-    fn client_add(
+    pub(super) fn client_add(
         &mut self,
         cx: Cx<'_, S>,
         conn_id: ConnId,
@@ -524,7 +402,11 @@ where
         self.create(cx, Box::new(model)).map(Some)
     }
 
-    fn create(&mut self, cx: Cx<'_, S>, model: Box<dyn Any + Send>) -> Result<Proposal, Refusal> {
+    pub(super) fn create(
+        &mut self,
+        cx: Cx<'_, S>,
+        model: Box<dyn Any + Send>,
+    ) -> Result<Proposal, Refusal> {
         let oid = cx.oids.next(cx.backend);
         let Some(typed) = model.downcast_ref::<C::Model>() else {
             return Err(self.storage_error(
@@ -538,7 +420,7 @@ where
         Ok(self.propose(cx.staged, oid, Op::Create(model), head, request))
     }
 
-    fn client_remove(
+    pub(super) fn client_remove(
         &mut self,
         cx: Cx<'_, S>,
         conn_id: ConnId,
@@ -574,7 +456,7 @@ where
     }
 
     /// A one-shot read: checked now, answered after the storage saw it.
-    fn client_read(
+    pub(super) fn client_read(
         &mut self,
         cx: Cx<'_, S>,
         conn_id: ConnId,
@@ -589,7 +471,7 @@ where
         Ok(Some(self.propose(false, oid, Op::Read, None, request)))
     }
 
-    fn server_update(
+    pub(super) fn server_update(
         &mut self,
         cx: Cx<'_, S>,
         oid: u64,
@@ -627,7 +509,12 @@ where
     }
 
     /// Fans a new model out; its creator (a client) gets `created` instead of `add`.
-    fn fanout_added(&self, conns: &mut Conns<S>, oid: u64, origin: Option<(ConnId, u64, &str)>) {
+    pub(super) fn fanout_added(
+        &self,
+        conns: &mut Conns<S>,
+        oid: u64,
+        origin: Option<(ConnId, u64, &str)>,
+    ) {
         let Some(model) = self.models.get(&oid) else {
             return;
         };
@@ -655,459 +542,6 @@ where
                         );
                     }
                 }
-            }
-        }
-    }
-}
-
-impl<C, S> CollState<S> for Store<C, S>
-where
-    C: CollectionPermissions<S>,
-    C::Model: Permissions<S>,
-    S: Send + Sync + 'static,
-{
-    fn name(&self) -> &'static str {
-        C::NAME
-    }
-
-    fn type_id(&self) -> std::any::TypeId {
-        std::any::TypeId::of::<C>()
-    }
-
-    fn models_any(&self) -> &dyn Any {
-        &self.models
-    }
-
-    fn persisted(&self) -> bool {
-        self.codec.is_some()
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn load(&mut self, backend: &dyn Backend, oids: &mut Oids) -> Result<(), StoreError> {
-        let seeds = std::mem::take(&mut self.seeds);
-        let stored = match &self.codec {
-            Some(_) => backend.load(C::NAME)?,
-            None => None,
-        };
-        match (stored, &self.codec) {
-            (Some(rows), Some(codec)) => {
-                for (oid, doc) in rows {
-                    let model = (codec.decode)(&doc).map_err(|e| {
-                        StoreError::failed(format!(
-                            "{}/{} {oid} in the {} store cannot be decoded: {e}",
-                            C::NAME,
-                            C::Model::NAME,
-                            backend.name()
-                        ))
-                    })?;
-                    oids.saw(oid);
-                    self.models.insert(oid, model);
-                }
-                tracing::info!(
-                    collection = C::NAME,
-                    models = self.models.len(),
-                    backend = backend.name(),
-                    "loaded"
-                );
-            }
-            _ => {
-                let mut rows = Vec::new();
-                for model in seeds {
-                    let oid = oids.next(backend);
-                    if let Some(codec) = &self.codec {
-                        rows.push((oid, (codec.encode)(&model).map_err(StoreError::failed)?));
-                    }
-                    self.models.insert(oid, model);
-                }
-                if self.codec.is_some() {
-                    backend.seed(C::NAME, &rows)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn write_snapshot(&self, conn_id: ConnId, conn: &mut ConnState<S>, out: &mut Vec<u8>) {
-        conn.held[self.idx].clear();
-        out.push(b'[');
-        let mut first = true;
-        for (&oid, model) in &self.models {
-            if let Some(mask) = self.view(model, conn, conn_id, oid) {
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                crate::model::write_object(model, Some(oid), mask, out);
-                conn.held[self.idx].insert(oid, mask);
-            }
-        }
-        out.push(b']');
-    }
-
-    fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>) {
-        for (&oid, model) in &self.models {
-            let now = self.view(model, conn, conn_id, oid);
-            let held = conn.held[self.idx].get(&oid).copied();
-            let delta = super::view::diff(held, now, AttrSet::EMPTY);
-            super::fanout::send(&self.name_json, conn, self.idx, oid, model, delta, None);
-        }
-    }
-
-    fn subscribe(
-        &self,
-        conn_id: ConnId,
-        conn: &mut ConnState<S>,
-        channel: &str,
-        on: bool,
-        ask: bool,
-    ) -> Result<bool, Refusal> {
-        if self.channel.is_none() {
-            return Err(Refusal::NoChannels { coll: C::NAME });
-        }
-        if on && ask {
-            let ctx = Ctx {
-                session: &conn.session,
-                conn: conn_id,
-            };
-            let allowed = guard("CollectionPermissions::can_subscribe", || {
-                self.collection.can_subscribe(&ctx, channel)
-            })
-            .unwrap_or(false);
-            if !allowed {
-                return Err(Refusal::MayNotSubscribe {
-                    conn: conn_id,
-                    coll: C::NAME,
-                    channel: channel.to_owned(),
-                });
-            }
-        }
-        let changed = if on {
-            conn.channels[self.idx].insert(channel.to_owned())
-        } else {
-            conn.channels[self.idx].remove(channel)
-        };
-        if changed && conn.ready {
-            self.sync_conn(conn_id, conn);
-        }
-        Ok(changed)
-    }
-
-    fn client_write(
-        &mut self,
-        cx: Cx<'_, S>,
-        conn_id: ConnId,
-        req: u64,
-        request: &CollRequest,
-        options: Option<serde_json::Value>,
-    ) -> Result<Option<Proposal>, Refusal> {
-        let proposal = match request {
-            CollRequest::Change { oid, set } => self.client_change(cx, conn_id, *oid, set),
-            CollRequest::Add { attrs, .. } => self.client_add(cx, conn_id, attrs),
-            CollRequest::Remove { oid } => self.client_remove(cx, conn_id, *oid),
-            CollRequest::Read { oid } => self.client_read(cx, conn_id, *oid),
-            CollRequest::Subscribe { .. } => unreachable!("subscriptions are not writes"),
-        }?;
-        Ok(proposal.map(|mut p| {
-            p.origin = Origin::Client { conn: conn_id, req };
-            p.request.conn = Some(conn_id);
-            p.request.options = options;
-            if let CollRequest::Add { tmp, .. } = request {
-                p.tmp = Some(tmp.clone());
-            }
-            p
-        }))
-    }
-
-    fn server_write(
-        &mut self,
-        cx: Cx<'_, S>,
-        write: ServerWrite<'_>,
-    ) -> Result<Option<Proposal>, Refusal> {
-        match write {
-            ServerWrite::Insert(model) => self.create(cx, model).map(Some),
-            ServerWrite::Update { oid, f } => self.server_update(cx, oid, f),
-            ServerWrite::FindOrInsert { pred, make } => {
-                let applied = self
-                    .models
-                    .iter()
-                    .filter(|(oid, _)| !self.pending.contains_key(oid))
-                    .map(|(oid, m)| (*oid, m));
-                let pending = self
-                    .pending
-                    .iter()
-                    .filter_map(|(oid, p)| p.head.as_ref().map(|m| (*oid, m)));
-                let mut all: Vec<(u64, &C::Model)> = applied.chain(pending).collect();
-                all.sort_by_key(|(oid, _)| *oid);
-                if let Some((oid, _)) = all.into_iter().find(|(_, m)| pred(*m)) {
-                    return Err(Refusal::Exists { oid });
-                }
-                self.create(cx, make()).map(Some)
-            }
-            ServerWrite::Remove { oid } => {
-                self.head(oid)
-                    .ok_or(Refusal::NoSuchModel { coll: C::NAME, oid })?;
-                let request = self.request(Method::Delete, oid, None, AttrSet::EMPTY);
-                Ok(Some(self.propose(
-                    cx.staged,
-                    oid,
-                    Op::Delete,
-                    Some(None),
-                    request,
-                )))
-            }
-        }
-    }
-
-    fn apply(
-        &mut self,
-        conns: &mut Conns<S>,
-        oids: &mut Oids,
-        seq: u64,
-        proposal: Proposal,
-        oid: u64,
-        jobs: &mut Vec<Job>,
-    ) -> Result<Applied, Refusal> {
-        self.settle(&proposal, true);
-        let client = match &proposal.origin {
-            Origin::Client { conn, req } => Some((*conn, *req)),
-            Origin::Server => None,
-        };
-        let mut removed = None;
-        match proposal.op {
-            Op::Create(model) => {
-                let Ok(model) = model.downcast::<C::Model>() else {
-                    unreachable!("proposals of `{}` hold its models", C::NAME)
-                };
-                if oid != proposal.oid && (oid < proposal.oid || self.models.contains_key(&oid)) {
-                    return Err(self.storage_error(
-                        None,
-                        StoreError::failed(format!(
-                            "the storage assigned oid {oid} to a new model of `{}`, which is in use or below the oid {} the engine reserved",
-                            C::NAME,
-                            proposal.oid
-                        )),
-                    ));
-                }
-                oids.saw(oid);
-                if !self.observers.is_empty() {
-                    jobs_for(
-                        &self.observers,
-                        seq,
-                        oid,
-                        &proposal.origin,
-                        None,
-                        Some(&*model),
-                        AttrSet::EMPTY,
-                        jobs,
-                    );
-                }
-                self.models.insert(oid, *model);
-                let origin = client.map(|(c, r)| (c, r, proposal.tmp.as_deref().unwrap_or("")));
-                self.fanout_added(conns, oid, origin);
-                return Ok(Applied {
-                    oid,
-                    existing: false,
-                    removed,
-                });
-            }
-            Op::Update { model, changed } => {
-                let Ok(model) = model.downcast::<C::Model>() else {
-                    unreachable!("proposals of `{}` hold its models", C::NAME)
-                };
-                if let Some(slot) = self.models.get_mut(&oid) {
-                    let old = std::mem::replace(slot, *model);
-                    if !self.observers.is_empty() {
-                        jobs_for(
-                            &self.observers,
-                            seq,
-                            oid,
-                            &proposal.origin,
-                            Some(&old),
-                            self.models.get(&oid),
-                            changed,
-                            jobs,
-                        );
-                    }
-                    if !changed.is_empty() {
-                        super::fanout::changed(self, conns, oid, changed);
-                    }
-                }
-            }
-            Op::Delete => {
-                if let Some(old) = self.models.remove(&oid) {
-                    if !self.observers.is_empty() {
-                        jobs_for(
-                            &self.observers,
-                            seq,
-                            oid,
-                            &proposal.origin,
-                            Some(&old),
-                            None,
-                            AttrSet::EMPTY,
-                            jobs,
-                        );
-                    }
-                    super::fanout::removed(&self.name_json, self.idx, conns, oid);
-                    removed = Some(Box::new(old) as Box<dyn Any + Send>);
-                }
-            }
-            Op::Read => {
-                // Answered by the engine.
-                return Ok(Applied {
-                    oid,
-                    existing: false,
-                    removed,
-                });
-            }
-        }
-        if let Some((conn, req)) = client
-            && let Some(c) = conns.get(&conn)
-        {
-            c.outbox.push_control(wire::ack(req));
-        }
-        Ok(Applied {
-            oid,
-            existing: false,
-            removed,
-        })
-    }
-
-    fn abort(&mut self, proposal: &Proposal) {
-        self.settle(proposal, false);
-    }
-
-    fn reject(
-        &self,
-        conn_id: ConnId,
-        conn: &ConnState<S>,
-        req: u64,
-        target: Target<'_>,
-        reason: &str,
-    ) -> Bytes {
-        let model = match target {
-            Target::Oid(oid) => self
-                .models
-                .get(&oid)
-                .and_then(|m| self.view(m, conn, conn_id, oid).map(|mask| (m, mask))),
-            Target::Tmp(_) => None,
-        };
-        tracing::debug!(collection = C::NAME, conn = %conn_id, reason, "rejected client request");
-        wire::reject(&self.name_json, req, target, reason, model)
-    }
-
-    fn read_reply(
-        &self,
-        conn_id: ConnId,
-        conn: &ConnState<S>,
-        req: u64,
-        oid: u64,
-        data: Option<serde_json::Value>,
-    ) -> Bytes {
-        if let Some(data) = data {
-            let mut json = Vec::new();
-            crate::__private::encode(&data, &mut json);
-            return wire::reply_ok(req, &json);
-        }
-        let missing = || {
-            wire::reply_err(
-                req,
-                &Refusal::NoSuchModel { coll: C::NAME, oid }.to_string(),
-            )
-        };
-        let Some(model) = self.models.get(&oid) else {
-            return missing();
-        };
-        let Some(mask) = readable(model, &conn.session, conn_id, oid) else {
-            return missing();
-        };
-        let mut out = Vec::new();
-        crate::model::write_object(model, Some(oid), mask, &mut out);
-        wire::reply_ok(req, &out)
-    }
-
-    fn announce(
-        &mut self,
-        conns: &mut Conns<S>,
-        oids: &mut Oids,
-        seq: u64,
-        what: Announce,
-        jobs: &mut Vec<Job>,
-    ) -> bool {
-        let origin = Origin::Server;
-        match what {
-            Announce::Created(oid, model) => {
-                let Ok(model) = model.downcast::<C::Model>() else {
-                    return false;
-                };
-                if self.models.contains_key(&oid) {
-                    return false;
-                }
-                oids.saw(oid);
-                if !self.observers.is_empty() {
-                    jobs_for(
-                        &self.observers,
-                        seq,
-                        oid,
-                        &origin,
-                        None,
-                        Some(&*model),
-                        AttrSet::EMPTY,
-                        jobs,
-                    );
-                }
-                self.models.insert(oid, *model);
-                self.fanout_added(conns, oid, None);
-                true
-            }
-            Announce::Updated(oid, model) => {
-                let Ok(model) = model.downcast::<C::Model>() else {
-                    return false;
-                };
-                let Some(slot) = self.models.get_mut(&oid) else {
-                    return false;
-                };
-                // Only the attributes whose encoding changed go out.
-                let all = AttrSet::first(C::Model::ATTRS.len());
-                let changed = really_changed(slot, &model, all);
-                let old = std::mem::replace(slot, *model);
-                if !self.observers.is_empty() {
-                    jobs_for(
-                        &self.observers,
-                        seq,
-                        oid,
-                        &origin,
-                        Some(&old),
-                        self.models.get(&oid),
-                        changed,
-                        jobs,
-                    );
-                }
-                if !changed.is_empty() {
-                    super::fanout::changed(self, conns, oid, changed);
-                }
-                true
-            }
-            Announce::Deleted(oid) => {
-                let Some(old) = self.models.remove(&oid) else {
-                    return false;
-                };
-                if !self.observers.is_empty() {
-                    jobs_for(
-                        &self.observers,
-                        seq,
-                        oid,
-                        &origin,
-                        Some(&old),
-                        None,
-                        AttrSet::EMPTY,
-                        jobs,
-                    );
-                }
-                super::fanout::removed(&self.name_json, self.idx, conns, oid);
-                true
             }
         }
     }

@@ -1,0 +1,463 @@
+//! [`CollState`] for a typed [`Store`]: snapshots, permission re-checks, subscriptions, and
+//! applying durable commits.
+
+use std::any::Any;
+
+use bytes::Bytes;
+
+use crate::collection::{CollectionPermissions, Ctx};
+use crate::hooks::guard;
+use crate::ids::ConnId;
+use crate::model::{AttrSet, Model, Permissions};
+use crate::protocol::decode::CollRequest;
+use crate::protocol::encode::{self as wire, Target};
+use crate::storage::{Backend, Method, StoreError};
+
+use super::coll::{Announce, Applied, CollState, Cx, ServerWrite};
+use super::commit::{Op, Origin, Proposal, Refusal};
+use super::observe::{Job, jobs_for};
+use super::state::{ConnState, Conns, Oids};
+use super::store::{Store, really_changed};
+use super::view::readable;
+
+impl<C, S> CollState<S> for Store<C, S>
+where
+    C: CollectionPermissions<S>,
+    C::Model: Permissions<S>,
+    S: Send + Sync + 'static,
+{
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+
+    fn type_id(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<C>()
+    }
+
+    fn models_any(&self) -> &dyn Any {
+        &self.models
+    }
+
+    fn persisted(&self) -> bool {
+        self.codec.is_some()
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn load(&mut self, backend: &dyn Backend, oids: &mut Oids) -> Result<(), StoreError> {
+        let seeds = std::mem::take(&mut self.seeds);
+        let stored = match &self.codec {
+            Some(_) => backend.load(C::NAME)?,
+            None => None,
+        };
+        match (stored, &self.codec) {
+            (Some(rows), Some(codec)) => {
+                for (oid, doc) in rows {
+                    let model = (codec.decode)(&doc).map_err(|e| {
+                        StoreError::failed(format!(
+                            "{}/{} {oid} in the {} store cannot be decoded: {e}",
+                            C::NAME,
+                            C::Model::NAME,
+                            backend.name()
+                        ))
+                    })?;
+                    oids.saw(oid);
+                    self.models.insert(oid, model);
+                }
+                tracing::info!(
+                    collection = C::NAME,
+                    models = self.models.len(),
+                    backend = backend.name(),
+                    "loaded"
+                );
+            }
+            _ => {
+                let mut rows = Vec::new();
+                for model in seeds {
+                    let oid = oids.next(backend);
+                    if let Some(codec) = &self.codec {
+                        rows.push((oid, (codec.encode)(&model).map_err(StoreError::failed)?));
+                    }
+                    self.models.insert(oid, model);
+                }
+                if self.codec.is_some() {
+                    backend.seed(C::NAME, &rows)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_snapshot(&self, conn_id: ConnId, conn: &mut ConnState<S>, out: &mut Vec<u8>) {
+        conn.held[self.idx].clear();
+        out.push(b'[');
+        let mut first = true;
+        for (&oid, model) in &self.models {
+            if let Some(mask) = self.view(model, conn, conn_id, oid) {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                crate::model::write_object(model, Some(oid), mask, out);
+                conn.held[self.idx].insert(oid, mask);
+            }
+        }
+        out.push(b']');
+    }
+
+    fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>) {
+        for (&oid, model) in &self.models {
+            let now = self.view(model, conn, conn_id, oid);
+            let held = conn.held[self.idx].get(&oid).copied();
+            let delta = super::view::diff(held, now, AttrSet::EMPTY);
+            super::fanout::send(&self.name_json, conn, self.idx, oid, model, delta, None);
+        }
+    }
+
+    fn subscribe(
+        &self,
+        conn_id: ConnId,
+        conn: &mut ConnState<S>,
+        channel: &str,
+        on: bool,
+        ask: bool,
+    ) -> Result<bool, Refusal> {
+        if self.channel.is_none() {
+            return Err(Refusal::NoChannels { coll: C::NAME });
+        }
+        if on && ask {
+            let ctx = Ctx {
+                session: &conn.session,
+                conn: conn_id,
+            };
+            let allowed = guard("CollectionPermissions::can_subscribe", || {
+                self.collection.can_subscribe(&ctx, channel)
+            })
+            .unwrap_or(false);
+            if !allowed {
+                return Err(Refusal::MayNotSubscribe {
+                    conn: conn_id,
+                    coll: C::NAME,
+                    channel: channel.to_owned(),
+                });
+            }
+        }
+        let changed = if on {
+            conn.channels[self.idx].insert(channel.to_owned())
+        } else {
+            conn.channels[self.idx].remove(channel)
+        };
+        if changed && conn.ready {
+            self.sync_conn(conn_id, conn);
+        }
+        Ok(changed)
+    }
+
+    fn client_write(
+        &mut self,
+        cx: Cx<'_, S>,
+        conn_id: ConnId,
+        req: u64,
+        request: &CollRequest,
+        options: Option<serde_json::Value>,
+    ) -> Result<Option<Proposal>, Refusal> {
+        let proposal = match request {
+            CollRequest::Change { oid, set } => self.client_change(cx, conn_id, *oid, set),
+            CollRequest::Add { attrs, .. } => self.client_add(cx, conn_id, attrs),
+            CollRequest::Remove { oid } => self.client_remove(cx, conn_id, *oid),
+            CollRequest::Read { oid } => self.client_read(cx, conn_id, *oid),
+            CollRequest::Subscribe { .. } => unreachable!("subscriptions are not writes"),
+        }?;
+        Ok(proposal.map(|mut p| {
+            p.origin = Origin::Client { conn: conn_id, req };
+            p.request.conn = Some(conn_id);
+            p.request.options = options;
+            if let CollRequest::Add { tmp, .. } = request {
+                p.tmp = Some(tmp.clone());
+            }
+            p
+        }))
+    }
+
+    fn server_write(
+        &mut self,
+        cx: Cx<'_, S>,
+        write: ServerWrite<'_>,
+    ) -> Result<Option<Proposal>, Refusal> {
+        match write {
+            ServerWrite::Insert(model) => self.create(cx, model).map(Some),
+            ServerWrite::Update { oid, f } => self.server_update(cx, oid, f),
+            ServerWrite::FindOrInsert { pred, make } => {
+                if let Some(oid) = self.find_head(pred) {
+                    return Err(Refusal::Exists { oid });
+                }
+                self.create(cx, make()).map(Some)
+            }
+            ServerWrite::Remove { oid } => {
+                self.head(oid)
+                    .ok_or(Refusal::NoSuchModel { coll: C::NAME, oid })?;
+                let request = self.request(Method::Delete, oid, None, AttrSet::EMPTY);
+                Ok(Some(self.propose(
+                    cx.staged,
+                    oid,
+                    Op::Delete,
+                    Some(None),
+                    request,
+                )))
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        conns: &mut Conns<S>,
+        oids: &mut Oids,
+        seq: u64,
+        proposal: Proposal,
+        oid: u64,
+        jobs: &mut Vec<Job>,
+    ) -> Result<Applied, Refusal> {
+        self.settle(&proposal, true);
+        let client = match &proposal.origin {
+            Origin::Client { conn, req } => Some((*conn, *req)),
+            Origin::Server => None,
+        };
+        let mut removed = None;
+        match proposal.op {
+            Op::Create(model) => {
+                let Ok(model) = model.downcast::<C::Model>() else {
+                    unreachable!("proposals of `{}` hold its models", C::NAME)
+                };
+                if oid != proposal.oid && (oid < proposal.oid || self.models.contains_key(&oid)) {
+                    return Err(self.storage_error(
+                        None,
+                        StoreError::failed(format!(
+                            "the storage assigned oid {oid} to a new model of `{}`, which is in use or below the oid {} the engine reserved",
+                            C::NAME,
+                            proposal.oid
+                        )),
+                    ));
+                }
+                oids.saw(oid);
+                if !self.observers.is_empty() {
+                    jobs_for(
+                        &self.observers,
+                        seq,
+                        oid,
+                        &proposal.origin,
+                        None,
+                        Some(&*model),
+                        AttrSet::EMPTY,
+                        jobs,
+                    );
+                }
+                self.models.insert(oid, *model);
+                let origin = client.map(|(c, r)| (c, r, proposal.tmp.as_deref().unwrap_or("")));
+                self.fanout_added(conns, oid, origin);
+                return Ok(Applied {
+                    oid,
+                    existing: false,
+                    removed,
+                });
+            }
+            Op::Update { model, changed } => {
+                let Ok(model) = model.downcast::<C::Model>() else {
+                    unreachable!("proposals of `{}` hold its models", C::NAME)
+                };
+                if let Some(slot) = self.models.get_mut(&oid) {
+                    let old = std::mem::replace(slot, *model);
+                    if !self.observers.is_empty() {
+                        jobs_for(
+                            &self.observers,
+                            seq,
+                            oid,
+                            &proposal.origin,
+                            Some(&old),
+                            self.models.get(&oid),
+                            changed,
+                            jobs,
+                        );
+                    }
+                    if !changed.is_empty() {
+                        super::fanout::changed(self, conns, oid, changed);
+                    }
+                }
+            }
+            Op::Delete => {
+                if let Some(old) = self.models.remove(&oid) {
+                    if !self.observers.is_empty() {
+                        jobs_for(
+                            &self.observers,
+                            seq,
+                            oid,
+                            &proposal.origin,
+                            Some(&old),
+                            None,
+                            AttrSet::EMPTY,
+                            jobs,
+                        );
+                    }
+                    super::fanout::removed(&self.name_json, self.idx, conns, oid);
+                    removed = Some(Box::new(old) as Box<dyn Any + Send>);
+                }
+            }
+            Op::Read => {
+                // Answered by the engine.
+                return Ok(Applied {
+                    oid,
+                    existing: false,
+                    removed,
+                });
+            }
+        }
+        if let Some((conn, req)) = client
+            && let Some(c) = conns.get(&conn)
+        {
+            c.outbox.push_control(wire::ack(req));
+        }
+        Ok(Applied {
+            oid,
+            existing: false,
+            removed,
+        })
+    }
+
+    fn abort(&mut self, proposal: &Proposal) {
+        self.settle(proposal, false);
+    }
+
+    fn reject(
+        &self,
+        conn_id: ConnId,
+        conn: &ConnState<S>,
+        req: u64,
+        target: Target<'_>,
+        reason: &str,
+    ) -> Bytes {
+        let model = match target {
+            Target::Oid(oid) => self
+                .models
+                .get(&oid)
+                .and_then(|m| self.view(m, conn, conn_id, oid).map(|mask| (m, mask))),
+            Target::Tmp(_) => None,
+        };
+        tracing::debug!(collection = C::NAME, conn = %conn_id, reason, "rejected client request");
+        wire::reject(&self.name_json, req, target, reason, model)
+    }
+
+    fn read_reply(
+        &self,
+        conn_id: ConnId,
+        conn: &ConnState<S>,
+        req: u64,
+        oid: u64,
+        data: Option<serde_json::Value>,
+    ) -> Bytes {
+        if let Some(data) = data {
+            let mut json = Vec::new();
+            crate::__private::encode(&data, &mut json);
+            return wire::reply_ok(req, &json);
+        }
+        let missing = || {
+            wire::reply_err(
+                req,
+                &Refusal::NoSuchModel { coll: C::NAME, oid }.to_string(),
+            )
+        };
+        let Some(model) = self.models.get(&oid) else {
+            return missing();
+        };
+        let Some(mask) = readable(model, &conn.session, conn_id, oid) else {
+            return missing();
+        };
+        let mut out = Vec::new();
+        crate::model::write_object(model, Some(oid), mask, &mut out);
+        wire::reply_ok(req, &out)
+    }
+
+    fn announce(
+        &mut self,
+        conns: &mut Conns<S>,
+        oids: &mut Oids,
+        seq: u64,
+        what: Announce,
+        jobs: &mut Vec<Job>,
+    ) -> bool {
+        let origin = Origin::Server;
+        match what {
+            Announce::Created(oid, model) => {
+                let Ok(model) = model.downcast::<C::Model>() else {
+                    return false;
+                };
+                if self.models.contains_key(&oid) {
+                    return false;
+                }
+                oids.saw(oid);
+                if !self.observers.is_empty() {
+                    jobs_for(
+                        &self.observers,
+                        seq,
+                        oid,
+                        &origin,
+                        None,
+                        Some(&*model),
+                        AttrSet::EMPTY,
+                        jobs,
+                    );
+                }
+                self.models.insert(oid, *model);
+                self.fanout_added(conns, oid, None);
+                true
+            }
+            Announce::Updated(oid, model) => {
+                let Ok(model) = model.downcast::<C::Model>() else {
+                    return false;
+                };
+                let Some(slot) = self.models.get_mut(&oid) else {
+                    return false;
+                };
+                // Only the attributes whose encoding changed go out.
+                let all = AttrSet::first(C::Model::ATTRS.len());
+                let changed = really_changed(slot, &model, all);
+                let old = std::mem::replace(slot, *model);
+                if !self.observers.is_empty() {
+                    jobs_for(
+                        &self.observers,
+                        seq,
+                        oid,
+                        &origin,
+                        Some(&old),
+                        self.models.get(&oid),
+                        changed,
+                        jobs,
+                    );
+                }
+                if !changed.is_empty() {
+                    super::fanout::changed(self, conns, oid, changed);
+                }
+                true
+            }
+            Announce::Deleted(oid) => {
+                let Some(old) = self.models.remove(&oid) else {
+                    return false;
+                };
+                if !self.observers.is_empty() {
+                    jobs_for(
+                        &self.observers,
+                        seq,
+                        oid,
+                        &origin,
+                        Some(&old),
+                        None,
+                        AttrSet::EMPTY,
+                        jobs,
+                    );
+                }
+                super::fanout::removed(&self.name_json, self.idx, conns, oid);
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Engine tests with a hand-written model, independent of the derive.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::collection::{Collection, CollectionPermissions, Seeded};
+use crate::error::DecodeError;
+use crate::model::{Access, AttrSet, Attribute, Model, Permissions};
+use crate::outbox::Drain;
+use crate::storage::MemoryStore;
+
+#[derive(Clone, Default, Debug)]
+struct Counter {
+    value: i64,
+    secret: i64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum CounterAttr {
+    Value,
+    Secret,
+}
+
+#[derive(Clone, Debug)]
+enum CounterChange {
+    Value(i64),
+    Secret(i64),
+}
+
+impl Attribute for CounterAttr {
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn name(self) -> &'static str {
+        match self {
+            CounterAttr::Value => "value",
+            CounterAttr::Secret => "secret",
+        }
+    }
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "value" => Some(CounterAttr::Value),
+            "secret" => Some(CounterAttr::Secret),
+            _ => None,
+        }
+    }
+    fn is_readonly(self) -> bool {
+        false
+    }
+}
+
+impl Model for Counter {
+    type Attr = CounterAttr;
+    type Change = CounterChange;
+    type Mut<'a> = &'a Counter;
+    const NAME: &'static str = "Counter";
+    const ATTRS: &'static [CounterAttr] = &[CounterAttr::Value, CounterAttr::Secret];
+    fn change_attr(change: &CounterChange) -> CounterAttr {
+        match change {
+            CounterChange::Value(_) => CounterAttr::Value,
+            CounterChange::Secret(_) => CounterAttr::Secret,
+        }
+    }
+    fn apply(&mut self, change: CounterChange) {
+        match change {
+            CounterChange::Value(v) => self.value = v,
+            CounterChange::Secret(v) => self.secret = v,
+        }
+    }
+    fn write_attr(&self, attr: CounterAttr, out: &mut Vec<u8>) {
+        match attr {
+            CounterAttr::Value => crate::__private::encode(&self.value, out),
+            CounterAttr::Secret => crate::__private::encode(&self.secret, out),
+        }
+    }
+    fn decode_change(
+        attr: CounterAttr,
+        value: &serde_json::Value,
+    ) -> Result<CounterChange, DecodeError> {
+        let v = crate::__private::decode::<i64>("Counter", attr.name(), "number (i64)", value)?;
+        Ok(match attr {
+            CounterAttr::Value => CounterChange::Value(v),
+            CounterAttr::Secret => CounterChange::Secret(v),
+        })
+    }
+    fn view_mut<'a>(&'a mut self, _changed: &'a mut AttrSet) -> &'a Counter {
+        self
+    }
+    fn describe(_schema: &mut omni_client_gen::schema::Schema) {}
+}
+
+/// Session: whether this connection may read `secret`.
+#[derive(Default)]
+struct Sess {
+    admin: bool,
+}
+
+impl Permissions<Sess> for Counter {
+    fn can_read(&self, ctx: &Access<'_, Sess, Self>, attr: Option<CounterAttr>) -> bool {
+        attr != Some(CounterAttr::Secret) || ctx.session().admin
+    }
+    fn can_write(&self, _ctx: &Access<'_, Sess, Self>, _change: &CounterChange) -> bool {
+        true
+    }
+}
+
+struct Counters;
+impl Collection for Counters {
+    type Model = Counter;
+    const NAME: &'static str = "counters";
+}
+impl CollectionPermissions<Sess> for Counters {}
+
+fn engine(conns: &[bool]) -> (Engine<Sess>, Vec<Arc<Outbox>>) {
+    let mut state = State::<Sess>::new();
+    let store = Store::<Counters, Sess>::new(Seeded::new(Counters, [Counter::default()]), 0);
+    state.colls.push(Box::new(store));
+    state.load(&MemoryStore).unwrap();
+    let engine = Engine::new(state, Storage::default());
+    let mut outboxes = Vec::new();
+    for (i, admin) in conns.iter().enumerate() {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let id = ConnId::from_raw(i as u64 + 1);
+        engine.connect(id, Sess { admin: *admin }, outbox.clone());
+        engine.start(id);
+        drain(&outbox); // hello + snapshot
+        outboxes.push(outbox);
+    }
+    (engine, outboxes)
+}
+
+fn drain(outbox: &Outbox) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let _ = outbox.drain(&mut out);
+    out
+}
+
+/// A server update of model 1 through the fast path.
+fn update(engine: &Engine<Sess>, f: &mut dyn FnMut(&mut Counter, &mut AttrSet)) {
+    let pending = engine.server_write(
+        0,
+        ServerWrite::Update {
+            oid: 1,
+            f: &mut |any, changed| f(any.downcast_mut::<Counter>().unwrap(), changed),
+        },
+        "test",
+    );
+    assert!(matches!(pending, Pending::Done(Ok(_))), "applied at once");
+}
+
+#[test]
+fn one_encoding_per_distinct_view_shared_between_connections() {
+    let (engine, outboxes) = engine(&[false, false, true, true, false]);
+    update(&engine, &mut |c, changed| {
+        c.value = 5;
+        c.secret = 9;
+        changed.insert(0);
+        changed.insert(1);
+    });
+    let msgs: Vec<Bytes> = outboxes.iter().map(|o| drain(o).pop().unwrap()).collect();
+    assert_eq!(
+        msgs[0],
+        Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{"value":5}}"#)
+    );
+    assert_eq!(
+        msgs[2],
+        Bytes::from_static(
+            br#"{"t":"change","c":"counters","oid":1,"set":{"value":5,"secret":9}}"#
+        )
+    );
+    // Same view, same allocation: encoded once, shared.
+    assert_eq!(msgs[0].as_ptr(), msgs[1].as_ptr());
+    assert_eq!(msgs[0].as_ptr(), msgs[4].as_ptr());
+    assert_eq!(msgs[2].as_ptr(), msgs[3].as_ptr());
+    assert_ne!(msgs[0].as_ptr(), msgs[2].as_ptr());
+}
+
+#[test]
+fn a_change_only_to_unreadable_attributes_sends_nothing() {
+    let (engine, outboxes) = engine(&[false, true]);
+    update(&engine, &mut |c, changed| {
+        c.secret = 1;
+        changed.insert(1);
+    });
+    assert!(drain(&outboxes[0]).is_empty());
+    assert_eq!(drain(&outboxes[1]).len(), 1);
+}
+
+#[test]
+fn sync_sends_only_newly_readable_or_unreadable_attributes() {
+    let (engine, outboxes) = engine(&[false]);
+    let id = ConnId::from_raw(1);
+    let admin = |on: bool| {
+        engine
+            .lock("test")
+            .conns
+            .get_mut(&id)
+            .unwrap()
+            .session
+            .admin = on
+    };
+    admin(true);
+    engine.sync_conn(id);
+    assert_eq!(
+        drain(&outboxes[0]),
+        vec![Bytes::from_static(
+            br#"{"t":"change","c":"counters","oid":1,"set":{"secret":0}}"#
+        )]
+    );
+    engine.sync_conn(id);
+    assert!(
+        drain(&outboxes[0]).is_empty(),
+        "a second sync has nothing to send"
+    );
+    admin(false);
+    engine.sync_conn(id);
+    assert_eq!(
+        drain(&outboxes[0]),
+        vec![Bytes::from_static(
+            br#"{"t":"change","c":"counters","oid":1,"set":{},"unset":["secret"]}"#
+        )]
+    );
+    assert_eq!(outboxes[0].drain(&mut Vec::new()), Drain::Empty);
+}
+
+#[test]
+fn setting_the_value_an_attribute_has_sends_nothing() {
+    let (engine, outboxes) = engine(&[false, true]);
+    let seq = engine.lock("test").log.seq;
+    update(&engine, &mut |c, changed| {
+        c.value = 0; // what it is already
+        changed.insert(0);
+    });
+    assert!(drain(&outboxes[0]).is_empty());
+    assert!(drain(&outboxes[1]).is_empty());
+    // Without a codec the engine cannot compare server-only state, so the write is a commit
+    // (that sends nothing); what matters to clients is that nothing reaches them.
+    assert!(engine.lock("test").log.seq >= seq);
+    update(&engine, &mut |c, changed| {
+        c.value = 7;
+        changed.insert(0);
+    });
+    assert_eq!(drain(&outboxes[0]).len(), 1);
+    assert_eq!(drain(&outboxes[1]).len(), 1);
+}
+
+#[tokio::test]
+async fn a_client_patch_that_changes_nothing_is_acknowledged_and_sends_nothing() {
+    let (engine, outboxes) = engine(&[false, false]);
+    let set: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"value":0}"#).unwrap();
+    engine
+        .client_request(
+            ConnId::from_raw(1),
+            9,
+            "counters",
+            CollRequest::Change { oid: 1, set },
+            None,
+        )
+        .await;
+    assert_eq!(
+        drain(&outboxes[0]),
+        [Bytes::from_static(br#"{"t":"ack","id":9}"#)],
+        "only the ack"
+    );
+    assert!(drain(&outboxes[1]).is_empty(), "nothing to others");
+    let set = serde_json::from_str(r#"{"value":3}"#).unwrap();
+    engine
+        .client_request(
+            ConnId::from_raw(1),
+            10,
+            "counters",
+            CollRequest::Change { oid: 1, set },
+            None,
+        )
+        .await;
+    assert_eq!(drain(&outboxes[0]).len(), 2, "the change, then the ack");
+    assert_eq!(drain(&outboxes[1]).len(), 1, "the change");
+}
