@@ -46,8 +46,13 @@ pub struct Record {
     pub n: u64,
 }
 
-/// Nobody but the server writes records.
-impl Permissions<()> for Record {}
+/// Only the server sees and writes records: clients hold `players` only, as the generator
+/// expects (the fan-out of a record still asks every connection's `can_read`).
+impl Permissions<()> for Record {
+    fn can_read(&self, _ctx: &Access<(), Self>, _attr: Option<RecordAttr>) -> bool {
+        false
+    }
+}
 
 /// The records of the slow-backend scenario.
 #[collection(model = Record)]

@@ -46,7 +46,8 @@ struct Args {
     /// `--slow-writers` server tasks keep writing records. `players` writes pass at once.
     #[arg(long)]
     slow_backend_ms: Option<u64>,
-    /// Server tasks writing `records` in the slow-backend scenario, each one write at a time.
+    /// Server tasks writing `records` in the slow-backend scenario, each one write at a time
+    /// and at most one per 50 ms (so with a 50 ms backend, back to back).
     #[arg(long, default_value_t = 8)]
     slow_writers: usize,
     /// Keep running when standard input closes.
@@ -103,8 +104,13 @@ async fn run(args: Args) -> std::io::Result<()> {
         for (oid, _) in records.all() {
             let records = records.clone();
             tokio::spawn(async move {
+                // One write per 50 ms per writer whatever the backend's delay, so the no-wait
+                // baseline carries the same load.
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut n = 0;
                 loop {
+                    tick.tick().await;
                     n += 1;
                     if records
                         .update(oid, |r| {
