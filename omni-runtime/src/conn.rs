@@ -37,15 +37,13 @@ impl<S: Send + Sync + 'static> Conn<S> {
 
     /// Reads the session. `None` once the client disconnected.
     pub fn session<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
-        let st = self.engine.lock("Conn::session");
-        st.conns.get(&self.id).map(|c| f(&c.session))
+        self.engine.session(self.id, f)
     }
 
     /// Changes the session. What the client sees follows on the next change of each model or at
     /// once with [`Conn::sync`]; `None` once the client disconnected.
     pub fn update_session<R>(&self, f: impl FnOnce(&mut S) -> R) -> Option<R> {
-        let mut st = self.engine.lock("Conn::update_session");
-        st.conns.get_mut(&self.id).map(|c| f(&mut c.session))
+        self.engine.update_session(self.id, f)
     }
 
     /// Omni.js's `connection.sync()`: re-checks every permission for this connection and sends
@@ -58,27 +56,15 @@ impl<S: Send + Sync + 'static> Conn<S> {
     /// [`Omni::channels`](crate::Omni::channels)) and sends it the models it now sees. Server
     /// code is not asked `can_subscribe`. Returns whether the subscription is new.
     pub fn subscribe<C: crate::collection::Collection>(&self, channel: &str) -> bool {
-        self.set_channel::<C>(channel, true)
+        self.engine
+            .set_channel(self.id, std::any::TypeId::of::<C>(), channel, true)
     }
 
     /// Unsubscribes this client from `channel` of collection `C`; it loses that channel's
     /// models. Returns whether it was subscribed.
     pub fn unsubscribe<C: crate::collection::Collection>(&self, channel: &str) -> bool {
-        self.set_channel::<C>(channel, false)
-    }
-
-    fn set_channel<C: crate::collection::Collection>(&self, channel: &str, on: bool) -> bool {
-        let mut st = self.engine.lock("Conn::subscribe");
-        let Some(idx) = st.coll_index_of(std::any::TypeId::of::<C>()) else {
-            return false;
-        };
-        let crate::engine::State { colls, conns, .. } = &mut *st;
-        let Some(conn) = conns.get_mut(&self.id) else {
-            return false;
-        };
-        colls[idx]
-            .subscribe(self.id, conn, channel, on, false)
-            .unwrap_or(false)
+        self.engine
+            .set_channel(self.id, std::any::TypeId::of::<C>(), channel, false)
     }
 
     /// Sends an event to this client only (`Omni.on(name, cb)` on the client). Returns `false`
@@ -86,16 +72,9 @@ impl<S: Send + Sync + 'static> Conn<S> {
     /// resync replaces); a client that lets thousands pile up unread is disconnected.
     pub fn emit<T: serde::Serialize + ?Sized>(&self, name: &str, data: &T) -> bool {
         let mut json = Vec::new();
-        crate::__private::encode(data, &mut json);
-        let msg = crate::protocol::encode::emit(name, &json);
-        let st = self.engine.lock("Conn::emit");
-        match st.conns.get(&self.id) {
-            Some(c) => {
-                c.outbox.push_control(msg);
-                true
-            }
-            None => false,
-        }
+        crate::protocol::encode::json(data, &mut json);
+        self.engine
+            .emit(self.id, crate::protocol::encode::emit(name, &json))
     }
 
     /// The world, to read and change collections.
@@ -107,15 +86,9 @@ impl<S: Send + Sync + 'static> Conn<S> {
 
     /// The other connected clients of this server (Omni.js's `connection.connections`).
     pub fn others(&self) -> Vec<Conn<S>> {
-        let st = self.engine.lock("Conn::others");
-        let mut ids: Vec<ConnId> = st
-            .conns
-            .iter()
-            .filter(|(id, c)| c.ready && **id != self.id)
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort();
-        ids.into_iter()
+        self.engine
+            .ready_connections(Some(self.id))
+            .into_iter()
             .map(|id| Conn {
                 id,
                 engine: self.engine.clone(),
@@ -125,16 +98,11 @@ impl<S: Send + Sync + 'static> Conn<S> {
 
     /// Whether the client is still connected.
     pub fn is_connected(&self) -> bool {
-        self.engine
-            .lock("Conn::is_connected")
-            .conns
-            .contains_key(&self.id)
+        self.engine.is_connected(self.id)
     }
 
     /// Closes the connection from the server side.
     pub fn close(&self) {
-        if let Some(c) = self.engine.lock("Conn::close").conns.get(&self.id) {
-            c.outbox.close();
-        }
+        self.engine.close(self.id);
     }
 }

@@ -83,11 +83,7 @@ where
 
 /// Appends the JSON encoding of `value` to `out`.
 pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
-    // Serializing plain data into a Vec cannot fail except for maps with non-string keys,
-    // which `ClientValue` types do not produce; write `null` rather than a broken frame.
-    if serde_json::to_writer(&mut *out, value).is_err() {
-        out.extend_from_slice(b"null");
-    }
+    crate::protocol::encode::json(value, out)
 }
 
 /// Decodes a client's value for one attribute.

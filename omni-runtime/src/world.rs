@@ -101,7 +101,7 @@ impl World {
     /// Sends an event to every connected client (`Omni.on(name, cb)` on the client).
     pub fn broadcast<T: Serialize + ?Sized>(&self, name: &str, data: &T) {
         let mut json = Vec::new();
-        crate::__private::encode(data, &mut json);
+        crate::protocol::encode::json(data, &mut json);
         self.core
             .broadcast(crate::protocol::encode::emit(name, &json));
     }

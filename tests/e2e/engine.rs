@@ -170,3 +170,53 @@ async fn a_hook_that_calls_the_world_is_refused_instead_of_deadlocking() {
     assert_eq!(srv.server.world().collection::<Secrets>().len(), 1);
     *WORLD.lock() = None;
 }
+
+#[tokio::test]
+async fn writes_to_one_model_reach_the_storage_in_order_and_others_overlap() {
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = log.clone();
+    let srv = TestServer::start(
+        Omni::<Sess>::new()
+            .collection(Tags::with([
+                Tag { name: "a".into() },
+                Tag { name: "b".into() },
+            ]))
+            .persist::<Tags>()
+            .middleware(move |req: StoreRequest, next: Next| {
+                let seen = seen.clone();
+                async move {
+                    let doc: serde_json::Value =
+                        serde_json::from_slice(req.doc.as_deref().unwrap_or(b"null")).unwrap();
+                    let name = doc["name"].as_str().unwrap_or_default().to_owned();
+                    if name == "slow" {
+                        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                    }
+                    seen.lock().push(name);
+                    next.run(req).await
+                }
+            }),
+    )
+    .await;
+    let tags = srv.server.world().collection::<Tags>();
+    let all = tags.all();
+    let (a, b) = (all[0].0, all[1].0);
+    let first = tags.update(a, |t| {
+        t.set_name("slow".into());
+    });
+    let second = tags.update(a, |t| {
+        t.set_name("fast".into());
+    });
+    let other = tags.update(b, |t| {
+        t.set_name("other".into());
+    });
+    let (r1, r2, r3) = tokio::join!(first, second, other);
+    r1.unwrap();
+    r2.unwrap();
+    r3.unwrap();
+    assert_eq!(
+        *log.lock(),
+        ["other", "slow", "fast"],
+        "the other model's write overlaps; one model's writes keep their order"
+    );
+    assert_eq!(tags.get(a).unwrap().name, "fast", "the last write wins");
+}

@@ -357,7 +357,7 @@ where
     ) -> Bytes {
         if let Some(data) = data {
             let mut json = Vec::new();
-            crate::__private::encode(&data, &mut json);
+            crate::protocol::encode::json(&data, &mut json);
             return wire::reply_ok(req, &json);
         }
         let missing = || {

@@ -209,6 +209,76 @@ impl<S: Send + Sync + 'static> Engine<S> {
         }
     }
 
+    /// Reads a connection's session; `None` once it is gone.
+    pub(crate) fn session<R>(&self, id: ConnId, f: impl FnOnce(&S) -> R) -> Option<R> {
+        let st = self.lock("Conn::session");
+        st.conns.get(&id).map(|c| f(&c.session))
+    }
+
+    /// Changes a connection's session; `None` once it is gone.
+    pub(crate) fn update_session<R>(&self, id: ConnId, f: impl FnOnce(&mut S) -> R) -> Option<R> {
+        let mut st = self.lock("Conn::update_session");
+        st.conns.get_mut(&id).map(|c| f(&mut c.session))
+    }
+
+    /// Subscribes a connection to a channel (or unsubscribes it) for server code, which is not
+    /// asked `can_subscribe`. Whether anything changed.
+    pub(crate) fn set_channel(
+        &self,
+        id: ConnId,
+        type_id: std::any::TypeId,
+        channel: &str,
+        on: bool,
+    ) -> bool {
+        let mut st = self.lock("Conn::subscribe");
+        let Some(idx) = st.coll_index_of(type_id) else {
+            return false;
+        };
+        let State { colls, conns, .. } = &mut *st;
+        let Some(conn) = conns.get_mut(&id) else {
+            return false;
+        };
+        colls[idx]
+            .subscribe(id, conn, channel, on, false)
+            .unwrap_or(false)
+    }
+
+    /// Queues a message that is never dropped (an emit) for one connection. `false` if gone.
+    pub(crate) fn emit(&self, id: ConnId, msg: Bytes) -> bool {
+        match self.lock("Conn::emit").conns.get(&id) {
+            Some(c) => {
+                c.outbox.push_control(msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The ready connections other than `but`, in id order.
+    pub(crate) fn ready_connections(&self, but: Option<ConnId>) -> Vec<ConnId> {
+        let st = self.lock("connections");
+        let mut ids: Vec<ConnId> = st
+            .conns
+            .iter()
+            .filter(|(id, c)| c.ready && Some(**id) != but)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Whether a connection is still known.
+    pub(crate) fn is_connected(&self, id: ConnId) -> bool {
+        self.lock("Conn::is_connected").conns.contains_key(&id)
+    }
+
+    /// Closes a connection from the server side.
+    pub(crate) fn close(&self, id: ConnId) {
+        if let Some(c) = self.lock("Conn::close").conns.get(&id) {
+            c.outbox.close();
+        }
+    }
+
     /// Handles one client request on a collection: validated now, applied once durable. Every
     /// outcome is answered on the connection's outbox.
     pub(crate) async fn client_request(
@@ -514,15 +584,7 @@ impl<S: Send + Sync + 'static> WorldCore for Core<S> {
     }
 
     fn connection_ids(&self) -> Vec<ConnId> {
-        let st = self.lock("World::connections");
-        let mut ids: Vec<ConnId> = st
-            .conns
-            .iter()
-            .filter(|(_, c)| c.ready)
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort();
-        ids
+        self.handle().ready_connections(None)
     }
 
     fn log(&self) -> (u64, u64) {

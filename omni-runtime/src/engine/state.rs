@@ -131,10 +131,10 @@ impl Log {
 
 /// Everything under the engine's lock.
 pub(crate) struct State<S> {
-    pub(crate) colls: Vec<Box<dyn CollState<S>>>,
-    pub(crate) conns: Conns<S>,
-    pub(crate) oids: Oids,
-    pub(crate) log: Log,
+    pub(super) colls: Vec<Box<dyn CollState<S>>>,
+    pub(super) conns: Conns<S>,
+    pub(super) oids: Oids,
+    pub(super) log: Log,
 }
 
 impl<S: Send + Sync + 'static> State<S> {
@@ -145,6 +145,21 @@ impl<S: Send + Sync + 'static> State<S> {
             oids: Oids::new(),
             log: Log::new(),
         }
+    }
+
+    /// Registers a collection, built for its index.
+    pub(crate) fn add_collection(&mut self, make: impl FnOnce(usize) -> Box<dyn CollState<S>>) {
+        let idx = self.colls.len();
+        self.colls.push(make(idx));
+    }
+
+    /// A registered collection's typed store, erased, for the builder to configure.
+    pub(crate) fn coll_any_mut(
+        &mut self,
+        type_id: std::any::TypeId,
+    ) -> Option<&mut dyn std::any::Any> {
+        let idx = self.coll_index_of(type_id)?;
+        Some(self.colls[idx].as_any_mut())
     }
 
     pub(crate) fn coll_index(&self, name: &str) -> Option<usize> {

@@ -5,9 +5,18 @@ use bytes::Bytes;
 
 use crate::model::{AttrSet, Model, write_object};
 
+/// Appends the JSON encoding of `value` to `out`.
+pub(crate) fn json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // Serializing plain data into a Vec cannot fail except for maps with non-string keys,
+    // which `ClientValue` types do not produce; write `null` rather than a broken frame.
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
 /// Appends `s` as a JSON string.
 pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
-    crate::__private::encode(s, out);
+    json(s, out);
 }
 
 pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {

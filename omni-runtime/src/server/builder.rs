@@ -70,9 +70,9 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
             "collection `{}` is registered twice; give one of them another name with #[collection(name = \"...\")]",
             C::NAME
         );
-        let idx = self.state.colls.len();
-        let store = Store::<C, S>::new(collection.into(), idx);
-        self.state.colls.push(Box::new(store));
+        let seeded = collection.into();
+        self.state
+            .add_collection(|idx| Box::new(Store::<C, S>::new(seeded, idx)));
         <C::Model as Model>::describe(&mut self.schema);
         self.schema.collections.push(CollectionSchema {
             name: C::NAME.to_owned(),
@@ -90,10 +90,8 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
     {
         let found = self
             .state
-            .colls
-            .iter_mut()
-            .find(|c| c.type_id() == std::any::TypeId::of::<C>())
-            .and_then(|c| c.as_any_mut().downcast_mut::<Store<C, S>>());
+            .coll_any_mut(std::any::TypeId::of::<C>())
+            .and_then(|c| c.downcast_mut::<Store<C, S>>());
         match found {
             Some(store) => store,
             None => panic!(
@@ -223,7 +221,7 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
                     .await
                     .map_err(|e| e.message().to_owned())?;
                 let mut json = Vec::new();
-                crate::__private::encode(&reply, &mut json);
+                crate::protocol::encode::json(&reply, &mut json);
                 Ok(json)
             })
         });
