@@ -12,6 +12,10 @@ use super::{Backend, BoxFuture, Method, StoreError, StoreReply, StoreRequest, St
 
 const META: TableDefinition<'static, &str, u64> = TableDefinition::new("omni_meta");
 const LAST_OID: &str = "last_oid";
+/// How many batches were ever committed; mirrored, after each commit, into a file beside the
+/// store (`<file>.commits`), so a store that opens with fewer (a damaged last page that redb
+/// rolled back) is noticed.
+const COMMITS: &str = "commits";
 
 /// The largest OID ever stored or reserved, from the meta table.
 fn last_oid(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreError> {
@@ -38,10 +42,13 @@ fn table(collection: &str) -> String {
 pub struct RedbStore {
     shared: Arc<Shared>,
     writer: Option<std::thread::JoinHandle<()>>,
+    rolled_back: Option<(u64, u64)>,
 }
 
 struct Shared {
     db: redb::Database,
+    /// `<file>.commits`: the commit count as of the last commit this process made.
+    mirror: std::path::PathBuf,
     queue: parking_lot::Mutex<Queue>,
     wake: parking_lot::Condvar,
 }
@@ -80,6 +87,18 @@ impl RedbStore {
     /// checksum verifies; the repair is logged at `warn` level.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
+        // redb panics on some damaged pages instead of returning an error: a damaged file is
+        // refused with a message either way.
+        std::panic::catch_unwind(|| Self::open_file(path)).unwrap_or_else(|panic| {
+            Err(StoreError::failed(format!(
+                "{} is damaged and cannot be opened (redb: {}): restore it from a backup",
+                path.display(),
+                crate::hooks::panic_message(&panic)
+            )))
+        })
+    }
+
+    fn open_file(path: &Path) -> Result<Self, StoreError> {
         if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
             return Err(StoreError::failed(format!(
                 "{} is empty, not a redb data file (an interrupted copy or a truncation?): restore it from a backup, or delete it to start with an empty store",
@@ -99,10 +118,33 @@ impl RedbStore {
             .create(path)
             .map_err(|e| StoreError::failed(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(StoreError::failed)?;
-        txn.open_table(META).map_err(StoreError::failed)?;
+        let commits = {
+            let meta = txn.open_table(META).map_err(StoreError::failed)?;
+            meta.get(COMMITS)
+                .map_err(StoreError::failed)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+        };
         txn.commit().map_err(StoreError::failed)?;
+        let mut mirror = path.as_os_str().to_owned();
+        mirror.push(".commits");
+        let mirror = std::path::PathBuf::from(mirror);
+        let mirrored = std::fs::read_to_string(&mirror)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let rolled_back = mirrored.filter(|m| *m > commits).map(|m| (m, commits));
+        if let Some((had, has)) = rolled_back {
+            tracing::warn!(
+                file = %path.display(),
+                committed = had,
+                found = has,
+                "the data file holds fewer commits than were made to it: its last {} commit(s) were rolled back (a damaged page?), and the writes they carried are lost",
+                had - has
+            );
+        }
         let shared = Arc::new(Shared {
             db,
+            mirror,
             queue: parking_lot::Mutex::new(Queue::default()),
             wake: parking_lot::Condvar::new(),
         });
@@ -116,7 +158,15 @@ impl RedbStore {
         Ok(RedbStore {
             shared,
             writer: Some(writer),
+            rolled_back,
         })
+    }
+
+    /// If the file opened with fewer commits than were made to it (its last transactions were
+    /// rolled back, e.g. a damaged last page): how many were made, and how many it holds. Logged
+    /// at `warn` level when it happens.
+    pub fn rolled_back(&self) -> Option<(u64, u64)> {
+        self.rolled_back
     }
 
     /// Queues a write; the receiver says when it is durable.
@@ -192,7 +242,7 @@ fn writer(shared: &Shared) {
                 std::mem::take(&mut queue.reserve),
             )
         };
-        let result = commit(&shared.db, &batch, reserve).map_err(|e| {
+        let result = commit(&shared.db, &batch, reserve, &shared.mirror).map_err(|e| {
             tracing::error!(error = %e, writes = batch.len(), "redb commit failed");
             e.to_string()
         });
@@ -207,10 +257,23 @@ fn writer(shared: &Shared) {
     }
 }
 
-fn commit(db: &redb::Database, batch: &[Op], reserve: u64) -> Result<(), StoreError> {
+fn commit(
+    db: &redb::Database,
+    batch: &[Op],
+    reserve: u64,
+    mirror: &Path,
+) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(StoreError::failed)?;
+    let commits;
     {
         let mut meta = txn.open_table(META).map_err(StoreError::failed)?;
+        commits = meta
+            .get(COMMITS)
+            .map_err(StoreError::failed)?
+            .map(|v| v.value())
+            .unwrap_or(0)
+            + 1;
+        meta.insert(COMMITS, commits).map_err(StoreError::failed)?;
         let mut last = last_oid(&meta)?.max(reserve);
         for op in batch.iter().filter(|op| !op.collection.is_empty()) {
             let name = table(op.collection);
@@ -228,7 +291,10 @@ fn commit(db: &redb::Database, batch: &[Op], reserve: u64) -> Result<(), StoreEr
         }
         meta.insert(LAST_OID, last).map_err(StoreError::failed)?;
     }
-    txn.commit().map_err(StoreError::failed)
+    txn.commit().map_err(StoreError::failed)?;
+    // Not fsynced: after a crash the mirror may lag (no false alarm), never lead.
+    let _ = std::fs::write(mirror, commits.to_string());
+    Ok(())
 }
 
 impl Backend for RedbStore {
@@ -365,6 +431,88 @@ mod tests {
         );
         drop(store);
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_lost_commits_says_so() {
+        let path = std::env::temp_dir().join(format!("omni-redb-rb-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        {
+            let store = RedbStore::open(&path).unwrap();
+            for oid in 1..=3 {
+                store
+                    .call(req(Method::Create, oid, Some(b"{}")))
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(RedbStore::open(&path).unwrap().rolled_back(), None);
+        // As if the file had lost its last two commits: the mirror says more were made.
+        let mut mirror_path = path.as_os_str().to_owned();
+        mirror_path.push(".commits");
+        let made: u64 = std::fs::read_to_string(&mirror_path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::fs::write(&mirror_path, (made + 2).to_string()).unwrap();
+        assert_eq!(
+            RedbStore::open(&path).unwrap().rolled_back(),
+            Some((made + 2, made))
+        );
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&mirror_path);
+    }
+
+    /// Damages each of the last pages of a store in turn: it either refuses to open, says it
+    /// rolled back, or still holds every write. Never silently less.
+    #[tokio::test]
+    async fn a_damaged_page_never_loses_writes_silently() {
+        let path = std::env::temp_dir().join(format!("omni-redb-dmg-{}", std::process::id()));
+        let mut mirror = path.as_os_str().to_owned();
+        mirror.push(".commits");
+        let pristine = {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&mirror);
+            let store = RedbStore::open(&path).unwrap();
+            store.seed("todos", &[]).unwrap();
+            for oid in 1..=5 {
+                store
+                    .call(req(Method::Create, oid, Some(b"{\"t\":1}")))
+                    .await
+                    .unwrap();
+            }
+            drop(store);
+            std::fs::read(&path).unwrap()
+        };
+        let pages = pristine.len() / 4096;
+        let mut outcomes = [0usize; 3];
+        for page in pages.saturating_sub(8)..pages {
+            let mut bytes = pristine.clone();
+            for b in &mut bytes[page * 4096..(page + 1) * 4096] {
+                *b ^= 0x5A;
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            match RedbStore::open(&path) {
+                Err(_) => outcomes[0] += 1,
+                Ok(store) => {
+                    if store.rolled_back().is_some() {
+                        outcomes[1] += 1;
+                    } else {
+                        let all = store.load("todos").ok().flatten().map(|r| r.len());
+                        assert_eq!(all, Some(5), "page {page}: writes lost silently");
+                        outcomes[2] += 1;
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "damaged pages: {} refused, {} rolled back (said so), {} intact",
+            outcomes[0], outcomes[1], outcomes[2]
+        );
+        assert!(outcomes.iter().sum::<usize>() > 0);
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&mirror);
     }
 
     #[test]
