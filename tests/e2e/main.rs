@@ -11,6 +11,7 @@ mod fuzz;
 mod hardening;
 mod http;
 mod leaks;
+mod limits;
 mod order;
 mod storage;
 mod sync;

@@ -79,6 +79,8 @@ async fn run(args: Args) -> std::io::Result<()> {
         max_messages_per_second: args.rate_limit,
         message_burst: args.rate_limit.saturating_mul(2),
         max_message_size: 16 << 20,
+        // Every client of the benchmark comes from 127.0.0.1.
+        max_connections_per_ip: 0,
         socket_read_buffer: args
             .read_buffer
             .unwrap_or(Config::default().socket_read_buffer),

@@ -318,6 +318,7 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
                 schema: self.schema,
                 assets,
                 next_conn: AtomicU64::new(0),
+                per_ip: Arc::default(),
             }),
         })
     }

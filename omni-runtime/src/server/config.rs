@@ -26,6 +26,10 @@ pub struct Config {
     /// as the `Host` header. Requests without an `Origin` header (non-browser clients) are
     /// allowed. A refused origin gets HTTP 403. Default: empty.
     pub allowed_origins: Vec<String>,
+    /// Open WebSocket connections allowed from one client IP address; one more is answered with
+    /// HTTP 429 before the upgrade. `0`: no limit. Behind a reverse proxy every client has the
+    /// proxy's address: raise it or set 0 there. Default: 256.
+    pub max_connections_per_ip: usize,
     /// Bytes each WebSocket reads from its socket at a time (tungstenite's read buffer; it
     /// grows while a larger message arrives). It is most of what an idle connection costs
     /// (7.6 KiB each at 4 KiB, 15,000 connections), but below 4 KiB throughput collapses once
@@ -44,6 +48,7 @@ impl Default for Config {
             max_messages_per_second: 2_000,
             message_burst: 4_000,
             allowed_origins: Vec::new(),
+            max_connections_per_ip: 256,
             socket_read_buffer: 4 * 1024,
         }
     }

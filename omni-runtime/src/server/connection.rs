@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::conn::Conn;
 use crate::hooks::panic_message;
@@ -71,6 +74,22 @@ pub(super) async fn connection<S: Default + Send + Sync + 'static>(
     tracing::debug!(conn = %id, "client disconnected");
 }
 
+/// Sends a final `error` message, then a close frame with `code` and the same reason (a close
+/// reason is at most 123 bytes: cut at a character boundary).
+async fn close(tx: &mut Tx, code: CloseCode, reason: &str) {
+    let _ = tx.send(text(&wire::error(None, reason))).await;
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame {
+        code,
+        reason: reason[..end].to_owned().into(),
+    };
+    let _ = tx.send(Message::Close(Some(frame))).await;
+    let _ = tx.flush().await;
+}
+
 /// A text frame sharing the encoded bytes (they are JSON, so UTF-8; checked, never copied).
 pub(super) fn text(bytes: &Bytes) -> Message {
     match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(bytes.clone()) {
@@ -128,9 +147,23 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                         }
                         if !self.message(msg).await {
                             tracing::warn!(conn = %id, "client flooded the server; disconnecting it");
-                            let _ = tx.send(text(&wire::error(None, "message rate limit exceeded repeatedly; disconnecting"))).await;
+                            let reason = "message rate limit exceeded repeatedly; disconnecting";
+                            close(tx, CloseCode::Policy, reason).await;
                             return;
                         }
+                    }
+                    Some(Err(WsError::Capacity(e))) => {
+                        tracing::warn!(conn = %id, error = %e, "client sent an oversized message; disconnecting it");
+                        let reason = format!(
+                            "message too big: at most {} bytes (Config::max_message_size)",
+                            self.shared.config.max_message_size
+                        );
+                        close(tx, CloseCode::Size, &reason).await;
+                        // The rest of the oversized message is unread: closing the socket now
+                        // would reset it (RST) and the client could lose the close frame.
+                        // Give it a moment to read it.
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        return;
                     }
                     Some(Err(e)) => {
                         tracing::debug!(conn = %id, error = %e, "websocket error");
@@ -165,11 +198,21 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
         let text = match &msg {
             Message::Text(text) => text.as_str(),
             Message::Binary(_) => {
-                self.outbox.push_control(wire::error(
-                    None,
-                    "binary frames are not supported: send JSON text frames",
-                ));
-                return true;
+                // Counted like any message, so a flood of them is cut off too.
+                return match self.limit.take(1) {
+                    RateVerdict::Abuse => false,
+                    RateVerdict::Over { warn } => {
+                        self.refuse_over_limit(&serde_json::Value::Null, warn);
+                        true
+                    }
+                    RateVerdict::Ok => {
+                        self.outbox.push_control(wire::error(
+                            None,
+                            "binary frames are not supported: send JSON text frames",
+                        ));
+                        true
+                    }
+                };
             }
             // Pings are answered by tungstenite; pongs and raw frames carry nothing for us.
             _ => return true,
@@ -177,9 +220,20 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                self.outbox
-                    .push_control(wire::error(None, &format!("malformed JSON: {e}")));
-                return true;
+                // Counted like any message: a flood of garbage is answered only up to the
+                // limit, then cut off.
+                return match self.limit.take(1) {
+                    RateVerdict::Abuse => false,
+                    RateVerdict::Over { warn } => {
+                        self.refuse_over_limit(&serde_json::Value::Null, warn);
+                        true
+                    }
+                    RateVerdict::Ok => {
+                        self.outbox
+                            .push_control(wire::error(None, &format!("malformed JSON: {e}")));
+                        true
+                    }
+                };
             }
         };
         let count = match &value {

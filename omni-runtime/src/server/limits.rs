@@ -1,6 +1,51 @@
 //! Per-connection limits: the Origin check and the message rate limiter.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use super::Config;
+
+/// Open connections per client IP address.
+#[derive(Default)]
+pub(super) struct PerIp {
+    open: parking_lot::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its address until dropped.
+pub(super) struct IpSlot {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// Counts a new connection from `ip`, or `None` if it already has `max` open (`0`: no
+    /// limit).
+    pub(super) fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = self.open.lock();
+        let n = open.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            per_ip: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Whether a WebSocket upgrade from `origin` may proceed (cross-site WebSocket hijacking guard).
 pub(super) fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) -> bool {

@@ -60,6 +60,7 @@ pub(crate) struct Shared<S> {
     schema: Schema,
     assets: assets::Assets,
     next_conn: AtomicU64,
+    per_ip: Arc<limits::PerIp>,
 }
 
 /// A built server. Cheap to clone.
@@ -109,8 +110,12 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
             .and(crate::upgrade::upgrade())
             .and(warp::header::optional::<String>("origin"))
             .and(warp::header::optional::<String>("host"))
+            .and(warp::addr::remote())
             .map(
-                move |ws: Upgrade, origin: Option<String>, host: Option<String>| {
+                move |ws: Upgrade,
+                      origin: Option<String>,
+                      host: Option<String>,
+                      peer: Option<std::net::SocketAddr>| {
                     let shared = shared.clone();
                     if !origin_allowed(
                         &shared.config.allowed_origins,
@@ -125,10 +130,29 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
                         *resp.status_mut() = warp::http::StatusCode::FORBIDDEN;
                         return resp;
                     }
+                    let slot = match peer {
+                        Some(peer) => {
+                            let limit = shared.config.max_connections_per_ip;
+                            match shared.per_ip.take(peer.ip(), limit) {
+                                Some(slot) => Some(slot),
+                                None => {
+                                    tracing::warn!(%peer, limit, "refused a WebSocket: too many connections from one address");
+                                    let mut resp = warp::reply::Reply::into_response(format!(
+                                        "too many connections from {}: at most {limit} (Config::max_connections_per_ip)",
+                                        peer.ip()
+                                    ));
+                                    *resp.status_mut() = warp::http::StatusCode::TOO_MANY_REQUESTS;
+                                    return resp;
+                                }
+                            }
+                        }
+                        None => None,
+                    };
                     let max = shared.config.max_message_size;
                     let read = shared.config.socket_read_buffer;
-                    ws.accept(read, max, move |socket| {
-                        connection::connection(shared, socket)
+                    ws.accept(read, max, move |socket| async move {
+                        let _slot = slot; // counted until the connection ends
+                        connection::connection(shared, socket).await
                     })
                 },
             );
