@@ -30,6 +30,10 @@ where
         C::NAME
     }
 
+    fn model_name(&self) -> &'static str {
+        C::Model::NAME
+    }
+
     fn type_id(&self) -> std::any::TypeId {
         std::any::TypeId::of::<C>()
     }
@@ -112,7 +116,16 @@ where
             let now = self.view(model, conn, conn_id, oid);
             let held = conn.held[self.idx].get(&oid).copied();
             let delta = super::view::diff(held, now, AttrSet::EMPTY);
-            super::fanout::send(&self.name_json, conn, self.idx, oid, model, delta, None);
+            super::fanout::send(
+                &self.name_json,
+                conn,
+                self.idx,
+                held,
+                oid,
+                model,
+                delta,
+                None,
+            );
         }
     }
 
@@ -190,8 +203,8 @@ where
             ServerWrite::Insert(model) => self.create(cx, model).map(Some),
             ServerWrite::Update { oid, f } => self.server_update(cx, oid, f),
             ServerWrite::FindOrInsert { pred, make } => {
-                if let Some(oid) = self.find_head(pred) {
-                    return Err(Refusal::Exists { oid });
+                if let Some((oid, pending)) = self.find_head(pred) {
+                    return Err(Refusal::Exists { oid, pending });
                 }
                 self.create(cx, make()).map(Some)
             }
@@ -267,6 +280,13 @@ where
                     unreachable!("proposals of `{}` hold its models", C::NAME)
                 };
                 if let Some(slot) = self.models.get_mut(&oid) {
+                    // A staged write was validated on the head; if something else changed the
+                    // model meanwhile (an announce), what changes now is measured here.
+                    let changed = if proposal.gate.is_some() {
+                        really_changed(slot, &model, AttrSet::first(C::Model::ATTRS.len()))
+                    } else {
+                        changed
+                    };
                     let old = std::mem::replace(slot, *model);
                     if !self.observers.is_empty() {
                         jobs_for(
@@ -326,6 +346,10 @@ where
 
     fn abort(&mut self, proposal: &Proposal) {
         self.settle(proposal, false);
+    }
+
+    fn forget_pending(&mut self, oid: u64, generation: u64) {
+        self.forget(oid, generation);
     }
 
     fn reject(
@@ -391,7 +415,7 @@ where
                 let Ok(model) = model.downcast::<C::Model>() else {
                     return false;
                 };
-                if self.models.contains_key(&oid) {
+                if self.models.contains_key(&oid) || self.is_pending(oid) {
                     return false;
                 }
                 oids.saw(oid);

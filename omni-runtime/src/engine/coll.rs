@@ -62,6 +62,8 @@ pub(crate) struct Applied {
 /// One collection, with its model type erased so the engine can hold many.
 pub(crate) trait CollState<S>: Send + Sync {
     fn name(&self) -> &'static str;
+    /// The model's Rust type name.
+    fn model_name(&self) -> &'static str;
     fn type_id(&self) -> std::any::TypeId;
     /// The `BTreeMap<u64, M>` of applied models.
     fn models_any(&self) -> &dyn Any;
@@ -113,6 +115,8 @@ pub(crate) trait CollState<S>: Send + Sync {
     ) -> Result<Applied, Refusal>;
     /// Forgets a proposal that failed in the storage: the head falls back to what is applied.
     fn abort(&mut self, proposal: &Proposal);
+    /// Forgets the pending writes of `oid` of this generation (a write that never finished).
+    fn forget_pending(&mut self, oid: u64, generation: u64);
     /// A `reject` for a client request, carrying the model as the client may see it now.
     fn reject(
         &self,

@@ -53,7 +53,7 @@ pub(crate) struct Proposal {
 }
 
 /// The end of one write in a model's chain of pending writes.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub(crate) struct Gate {
     state: parking_lot::Mutex<Option<bool>>,
     opened: tokio::sync::Notify,
@@ -133,9 +133,11 @@ pub(crate) enum Refusal {
         oid: Option<u64>,
         error: StoreError,
     },
-    /// Not a failure: a find-or-insert found this model (turned into its result by the engine).
+    /// Not a failure: a find-or-insert found this model (turned into its result by the
+    /// engine); `pending`: the gate of the write that will make it durable, if it is not yet.
     Exists {
         oid: u64,
+        pending: Option<Arc<Gate>>,
     },
     EarlierWriteFailed {
         coll: &'static str,
@@ -213,7 +215,7 @@ impl fmt::Display for Refusal {
                 Some(oid) => write!(f, "{coll}/{model} {oid}: {error}"),
                 None => write!(f, "{coll}: {error}"),
             },
-            Refusal::Exists { oid } => write!(f, "a matching model exists: oid {oid}"),
+            Refusal::Exists { oid, .. } => write!(f, "a matching model exists: oid {oid}"),
             Refusal::EarlierWriteFailed { coll, model, oid } => write!(
                 f,
                 "{coll}/{model} {oid}: an earlier write to this model failed in the storage, so this one (made on top of it) was not applied"

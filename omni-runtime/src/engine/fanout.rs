@@ -10,10 +10,12 @@ use super::view::{Delta, ViewCache, diff};
 
 /// Sends one connection what `delta` says about a model and records what it now holds. With a
 /// cache, connections that get the same delta share one encoding.
+#[allow(clippy::too_many_arguments)] // the hot path: no struct to build per connection
 pub(super) fn send<S, M: Model>(
     name_json: &str,
     conn: &mut ConnState<S>,
     idx: usize,
+    had: Option<AttrSet>,
     oid: u64,
     model: &M,
     delta: Delta,
@@ -38,7 +40,7 @@ pub(super) fn send<S, M: Model>(
         }
         Delta::Change { set, unset } => {
             // What it holds now is what it may see: had + set - unset.
-            let had = held.get(&oid).copied().unwrap_or(AttrSet::EMPTY);
+            let had = had.unwrap_or(AttrSet::EMPTY);
             let now = had.or(set).minus(unset);
             if now != had {
                 held.insert(oid, now);
@@ -68,6 +70,7 @@ where
             &store.name_json,
             conn,
             store.idx,
+            held,
             oid,
             model,
             delta,

@@ -343,12 +343,19 @@ impl<S: Send + Sync + 'static> Engine<S> {
 
     /// Validates a write of server code now; the result says when it is applied.
     pub(crate) fn server_write(&self, idx: usize, write: ServerWrite<'_>, what: &str) -> Pending {
+        let staged = self.core.storage.custom();
+        // Checked before anything is recorded: a staged write runs in a task of its own.
+        let runtime = match (staged, tokio::runtime::Handle::try_current()) {
+            (true, Err(_)) => panic!(
+                "{what} with a custom storage backend or middleware needs a Tokio runtime (it completes in a task)"
+            ),
+            (_, handle) => handle.ok(),
+        };
         let proposal = {
             let mut st = self.lock(what);
             let State {
                 colls, conns, oids, ..
             } = &mut *st;
-            let staged = self.core.storage.custom();
             let cx = Cx {
                 conns,
                 oids,
@@ -356,12 +363,30 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 staged,
             };
             match colls[idx].server_write(cx, write) {
-                Err(Refusal::Exists { oid }) => {
-                    return Pending::Done(Ok(Applied {
+                Err(Refusal::Exists { oid, pending }) => {
+                    let found = Applied {
                         oid,
                         existing: true,
                         removed: None,
-                    }));
+                    };
+                    let Some(gate) = pending else {
+                        return Pending::Done(Ok(found));
+                    };
+                    // The match is on its way: it counts once it is durable.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let (coll, model) = (st.colls[idx].name(), st.colls[idx].model_name());
+                    let wait = async move {
+                        let result = if gate.wait().await {
+                            Ok(found)
+                        } else {
+                            Err(Refusal::EarlierWriteFailed { coll, model, oid })
+                        };
+                        let _ = tx.send(result);
+                    };
+                    if let Some(rt) = &runtime {
+                        rt.spawn(wait);
+                    }
+                    return Pending::Waiting(rx);
                 }
                 Err(refusal) => return Pending::Done(Err(refusal)),
                 Ok(None) => {
@@ -383,13 +408,8 @@ impl<S: Send + Sync + 'static> Engine<S> {
         let run = async move {
             let _ = tx.send(engine.staged(proposal, None).await);
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(run);
-            }
-            Err(_) => panic!(
-                "a World write with a custom storage backend or middleware needs a Tokio runtime"
-            ),
+        if let Some(rt) = runtime {
+            rt.spawn(run);
         }
         Pending::Waiting(rx)
     }
@@ -419,6 +439,13 @@ impl<S: Send + Sync + 'static> Engine<S> {
         proposal: Proposal,
         request: Option<CollRequest>,
     ) -> Result<Applied, Refusal> {
+        let mut unfinished = Unfinished {
+            engine: self,
+            coll: proposal.coll,
+            oid: proposal.oid,
+            generation: proposal.generation,
+            gate: proposal.gate.clone(),
+        };
         let previous_ok = match &proposal.after {
             Some(gate) => gate.wait().await,
             None => true,
@@ -460,6 +487,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 }
             }
         };
+        unfinished.gate = None; // finished: settled under the lock above
         if let Some(gate) = gate {
             gate.open(result.is_ok());
         }
@@ -495,7 +523,12 @@ impl<S: Send + Sync + 'static> Engine<S> {
         } = &mut **st;
         let mut jobs: Vec<Job> = Vec::new();
         let seq = log.seq + 1;
-        let result = colls[idx].apply(conns, oids, seq, proposal, reply.oid, &mut jobs);
+        // Only a create may take an id from the storage (a database sequence).
+        let oid = match proposal.op {
+            Op::Create(_) => reply.oid,
+            _ => proposal.oid,
+        };
+        let result = colls[idx].apply(conns, oids, seq, proposal, oid, &mut jobs);
         match &result {
             Ok(_) => log.seq = seq,
             Err(refusal) => {
@@ -506,6 +539,29 @@ impl<S: Send + Sync + 'static> Engine<S> {
         }
         self.core.observers.push(jobs, || self.weak_world());
         result
+    }
+}
+
+/// A staged write on its way. If it is dropped before it finished (a panic while applying, a
+/// task dropped at shutdown), it is forgotten and its gate opened as failed, so the writes
+/// queued behind it on the same model fail instead of waiting forever.
+struct Unfinished<'a, S: Send + Sync + 'static> {
+    engine: &'a Engine<S>,
+    coll: usize,
+    oid: u64,
+    generation: u64,
+    gate: Option<Arc<commit::Gate>>,
+}
+
+impl<S: Send + Sync + 'static> Drop for Unfinished<'_, S> {
+    fn drop(&mut self) {
+        let Some(gate) = self.gate.take() else {
+            return;
+        };
+        let mut st = self.engine.core.lock("a write that did not finish");
+        st.colls[self.coll].forget_pending(self.oid, self.generation);
+        drop(st);
+        gate.open(false);
     }
 }
 

@@ -107,19 +107,23 @@ impl Observers {
         if jobs.is_empty() {
             return;
         }
-        if let Some(rx) = self.rx.lock().take() {
+        let mut rx = self.rx.lock();
+        if rx.is_some() {
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => {
-                    handle.spawn(run(rx, world()));
+                    if let Some(rx) = rx.take() {
+                        handle.spawn(run(rx, world()));
+                    }
                 }
                 Err(_) => {
-                    tracing::error!(
-                        "observers need a Tokio runtime; this commit's observers are skipped"
+                    // Queued: the runner starts with the first commit made inside a runtime.
+                    tracing::warn!(
+                        "a commit outside a Tokio runtime: its observers run once one commits inside the server's runtime"
                     );
-                    return;
                 }
             }
         }
+        drop(rx);
         for job in jobs {
             let _ = self.tx.send(job);
         }

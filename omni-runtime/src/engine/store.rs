@@ -81,20 +81,34 @@ impl<C: Collection, S> Store<C, S> {
         }
     }
 
-    /// The first model in OID order, applied or on its way, that matches `pred`.
-    pub(super) fn find_head(&self, pred: &mut dyn FnMut(&dyn Any) -> bool) -> Option<u64> {
+    /// Whether writes to `oid` are on their way (then it is reserved: not for announces).
+    pub(super) fn is_pending(&self, oid: u64) -> bool {
+        self.pending.contains_key(&oid)
+    }
+
+    /// The first model in OID order, applied or on its way, that matches `pred`; with the gate
+    /// of the last write on its way, if the match is not applied yet.
+    pub(super) fn find_head(
+        &self,
+        pred: &mut dyn FnMut(&dyn Any) -> bool,
+    ) -> Option<(u64, Option<Arc<Gate>>)> {
         let applied = self
             .models
             .iter()
             .filter(|(oid, _)| !self.pending.contains_key(oid))
-            .map(|(oid, m)| (*oid, m));
+            .find(|(_, m)| pred(*m))
+            .map(|(oid, _)| *oid);
         let pending = self
             .pending
             .iter()
-            .filter_map(|(oid, p)| p.head.as_ref().map(|m| (*oid, m)));
-        let mut all: Vec<(u64, &C::Model)> = applied.chain(pending).collect();
-        all.sort_by_key(|(oid, _)| *oid);
-        all.into_iter().find(|(_, m)| pred(*m)).map(|(oid, _)| oid)
+            .filter_map(|(oid, p)| p.head.as_ref().map(|m| (*oid, m, &p.tail)))
+            .filter(|(oid, _, _)| applied.is_none_or(|a| *oid < a))
+            .filter(|(_, m, _)| pred(*m))
+            .min_by_key(|(oid, _, _)| *oid);
+        match pending {
+            Some((oid, _, tail)) => Some((oid, Some(tail.clone()))),
+            None => applied.map(|oid| (oid, None)),
+        }
     }
 
     pub(super) fn storage_error(&self, oid: Option<u64>, error: StoreError) -> Refusal {
@@ -190,6 +204,17 @@ impl<C: Collection, S> Store<C, S> {
             }
         }
         proposal
+    }
+
+    /// Drops the pending entry of `oid` if it is of `generation`.
+    pub(super) fn forget(&mut self, oid: u64, generation: u64) {
+        if self
+            .pending
+            .get(&oid)
+            .is_some_and(|p| p.generation == generation)
+        {
+            self.pending.remove(&oid);
+        }
     }
 
     /// One write of the pending entry is through.
@@ -338,8 +363,10 @@ where
             next.apply(change);
         }
         let changed = really_changed(model, &next, touched);
-        if changed.is_empty() {
-            return Ok(None); // Backbone's `set` of the value it has: nothing to send.
+        if changed.is_empty() && !self.pending.contains_key(&oid) {
+            // Backbone's `set` of the value it has: nothing to store or send. (With writes on
+            // their way it still goes behind them: if they fail, so does this one.)
+            return Ok(None);
         }
         let doc = self.encode(&next, oid)?;
         let request = self.request(Method::Update, oid, doc, changed);
@@ -485,6 +512,7 @@ where
         f(&mut next, &mut touched);
         let changed = really_changed(old, &next, touched);
         if changed.is_empty()
+            && !self.pending.contains_key(&oid)
             && let Some(codec) = &self.codec
             && (codec.encode)(old).ok() == (codec.encode)(&next).ok()
         {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -116,9 +116,12 @@ struct Pump<'a, S> {
     limit: RateLimit,
     events: Arc<InFlight>,
     /// The connection's writer task, started with its first write that must wait.
-    writer: Option<tokio::sync::mpsc::UnboundedSender<Queued>>,
-    /// Writes handed to the writer task and not yet done.
-    queued: Arc<AtomicUsize>,
+    writer: Option<(
+        tokio::sync::mpsc::UnboundedSender<Queued>,
+        tokio::task::JoinHandle<()>,
+    )>,
+    /// The connection's writes: how many were read, how many are done.
+    writes: Arc<Writes>,
 }
 
 impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
@@ -130,12 +133,18 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
             limit: RateLimit::new(&shared.config),
             events: Arc::new(InFlight::default()),
             writer: None,
-            queued: Arc::new(AtomicUsize::new(0)),
+            writes: Arc::new(Writes::default()),
         }
     }
 
     /// Moves messages both ways until the client goes away, floods, or the server closes it.
-    async fn run(mut self, tx: &mut Tx, rx: &mut Rx) {
+    /// Returns the writer task, if one was started, to be awaited.
+    async fn run(mut self, tx: &mut Tx, rx: &mut Rx) -> Option<tokio::task::JoinHandle<()>> {
+        self.pump(tx, rx).await;
+        self.writer.take().map(|(_, task)| task)
+    }
+
+    async fn pump(&mut self, tx: &mut Tx, rx: &mut Rx) {
         let id = self.conn.id;
         let mut pending = Vec::new();
         loop {
@@ -307,30 +316,33 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
     /// and the storage cannot wait, it is handled here at once; otherwise the connection's
     /// writer task takes it, so the pump goes on reading and sending meanwhile.
     async fn write(&mut self, q: Queued) {
-        let inline = self.queued.load(Ordering::SeqCst) == 0
-            && self.events.idle_now()
-            && !self.shared.engine_waits;
+        let inline = self.writes.idle() && self.events.idle_now() && !self.shared.engine_waits;
+        self.writes.started.fetch_add(1, Ordering::SeqCst);
         if inline {
             self.shared
                 .engine
                 .client_request(self.conn.id, q.req, &q.coll, q.request, q.options)
                 .await;
+            self.writes.finish();
             return;
         }
-        let writer = self.writer.get_or_insert_with(|| {
+        let (writer, _) = self.writer.get_or_insert_with(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(writer(
+            let task = tokio::spawn(writer(
                 self.shared.clone(),
                 self.conn.id,
                 self.events.clone(),
-                self.queued.clone(),
+                self.writes.clone(),
                 rx,
             ));
-            tx
+            (tx, task)
         });
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        if writer.send(q).is_err() {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
+        if let Err(unsent) = writer.send(q) {
+            self.writes.finish();
+            self.outbox.push_control(wire::error(
+                Some(unsent.0.req),
+                "the server could not take this write (its writer stopped); nothing changed",
+            ));
         }
     }
 
@@ -345,8 +357,12 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
         let world = conn.world();
         let outbox = self.outbox.clone();
         let running = self.events.start();
+        // An event runs after the writes the client sent before it (as it would see them).
+        let writes = self.writes.clone();
+        let after = writes.started.load(Ordering::SeqCst);
         tokio::spawn(async move {
             let _running = running;
+            writes.finished_up_to(after).await;
             let result = AssertUnwindSafe(handler(conn.clone(), world, args))
                 .catch_unwind()
                 .await;
@@ -368,16 +384,60 @@ async fn writer<S: Default + Send + Sync + 'static>(
     shared: Arc<Shared<S>>,
     id: ConnId,
     events: Arc<InFlight>,
-    queued: Arc<AtomicUsize>,
+    writes: Arc<Writes>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Queued>,
 ) {
     while let Some(q) = rx.recv().await {
         events.finished_below(q.after_event).await;
-        shared
-            .engine
-            .client_request(id, q.req, &q.coll, q.request, q.options)
-            .await;
-        queued.fetch_sub(1, Ordering::SeqCst);
+        let req = q.req;
+        let done = AssertUnwindSafe(
+            shared
+                .engine
+                .client_request(id, q.req, &q.coll, q.request, q.options),
+        )
+        .catch_unwind()
+        .await;
+        if let Err(panic) = done {
+            tracing::error!(conn = %id, panic = panic_message(&panic), "a write panicked on the server");
+            shared.engine.emit(
+                id,
+                wire::error(
+                    Some(req),
+                    "the server failed on this write; nothing changed",
+                ),
+            );
+        }
+        writes.finish();
+    }
+}
+
+/// How many writes of a connection were read and how many are done.
+#[derive(Default)]
+struct Writes {
+    started: AtomicU64,
+    finished: AtomicU64,
+    done: tokio::sync::Notify,
+}
+
+impl Writes {
+    fn idle(&self) -> bool {
+        self.started.load(Ordering::SeqCst) == self.finished.load(Ordering::SeqCst)
+    }
+
+    fn finish(&self) {
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        self.done.notify_waiters();
+    }
+
+    /// Waits until the first `n` writes are done.
+    async fn finished_up_to(&self, n: u64) {
+        loop {
+            let done = self.done.notified();
+            if self.finished.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            done.await;
+        }
     }
 }
 

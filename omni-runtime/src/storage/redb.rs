@@ -242,10 +242,35 @@ fn writer(shared: &Shared) {
                 std::mem::take(&mut queue.reserve),
             )
         };
-        let result = commit(&shared.db, &batch, reserve, &shared.mirror).map_err(|e| {
-            tracing::error!(error = %e, writes = batch.len(), "redb commit failed");
-            e.to_string()
-        });
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit(&shared.db, &batch, reserve, &shared.mirror)
+        }));
+        let result = match committed {
+            Ok(result) => result.map_err(|e| {
+                tracing::error!(error = %e, writes = batch.len(), "redb commit failed");
+                e.to_string()
+            }),
+            Err(panic) => {
+                // redb panicked (a damaged page): this writer stops, and so does the store.
+                let reason = format!(
+                    "the store's writer stopped: redb panicked ({})",
+                    crate::hooks::panic_message(&panic)
+                );
+                tracing::error!(
+                    reason,
+                    "redb commit panicked; the store accepts no more writes"
+                );
+                let stranded = {
+                    let mut queue = shared.queue.lock();
+                    queue.stop = true;
+                    std::mem::take(&mut queue.ops)
+                };
+                for op in batch.into_iter().chain(stranded) {
+                    (op.done)(Err(reason.clone()));
+                }
+                return;
+            }
+        };
         if result.is_err() && reserve > 0 {
             // Keep the reservation for the next batch.
             let mut queue = shared.queue.lock();
