@@ -17,6 +17,7 @@ pub mod model;
 mod outbox;
 pub mod rules;
 pub mod server;
+mod static_files;
 pub mod storage;
 mod ts;
 mod upgrade;

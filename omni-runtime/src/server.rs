@@ -489,7 +489,7 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
         let routes = ws.or(assets).unify();
         match &cfg.static_dir {
             Some(dir) => routes
-                .or(warp::fs::dir(dir.clone()).map(warp::reply::Reply::into_response))
+                .or(crate::static_files::dir(dir.clone()))
                 .unify()
                 .boxed(),
             None => routes.boxed(),
