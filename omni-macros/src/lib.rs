@@ -8,6 +8,7 @@
 use proc_macro::TokenStream;
 
 mod ast;
+mod data;
 mod attr;
 mod case;
 mod ctxt;
@@ -105,6 +106,35 @@ pub fn derive_model(input: TokenStream) -> TokenStream {
     let out = expand::derive_model(&node);
     expand::debug_print("derive(Model)", &node.ident.to_string(), &out);
     out.into()
+}
+
+/// `serde::Serialize` for an app that depends on `omni-runtime` alone (no `serde` in its
+/// Cargo.toml): `use omni_runtime::prelude::*; #[derive(Serialize)]`. Takes serde's
+/// `#[serde(...)]` attributes and gives the same encoding as serde's own derive, which it
+/// applies to a private copy of the type (`#[serde(remote = "Type")]`) through
+/// `omni_runtime::__private::serde`.
+#[proc_macro_derive(Serialize, attributes(serde))]
+pub fn derive_serialize(input: TokenStream) -> TokenStream {
+    let node = syn::parse_macro_input!(input as syn::DeriveInput);
+    data::derive_serde(&node, data::Serde::Serialize).into()
+}
+
+/// `serde::Deserialize` for an app that depends on `omni-runtime` alone; see
+/// [`macro@Serialize`].
+#[proc_macro_derive(Deserialize, attributes(serde))]
+pub fn derive_deserialize(input: TokenStream) -> TokenStream {
+    let node = syn::parse_macro_input!(input as syn::DeriveInput);
+    data::derive_serde(&node, data::Serde::Deserialize).into()
+}
+
+/// `ts_rs::TS` for an app that depends on `omni-runtime` alone (no `ts-rs` in its Cargo.toml).
+/// Takes ts-rs's `#[ts(...)]` (and serde's) attributes and gives the same TypeScript type as
+/// ts-rs's own derive, which it applies to a private copy of the type through
+/// `omni_runtime::__private::ts_rs`.
+#[proc_macro_derive(TS, attributes(ts))]
+pub fn derive_ts(input: TokenStream) -> TokenStream {
+    let node = syn::parse_macro_input!(input as syn::DeriveInput);
+    data::derive_ts(&node).into()
 }
 
 /// Declares a collection: a named set of models of one type, `Omni.collections.<name>` on the
