@@ -55,32 +55,25 @@ fn copy(input: &DeriveInput, ident: &syn::Ident, keep: &[&str]) -> DeriveInput {
     copy
 }
 
-/// `Type<'a, T, N>` as a string, for `#[serde(remote = "...")]`.
-fn type_with_params(input: &DeriveInput) -> String {
-    let ident = &input.ident;
-    let params: Vec<TokenStream> = input
-        .generics
-        .params
-        .iter()
-        .map(|p| match p {
-            GenericParam::Lifetime(l) => {
-                let l = &l.lifetime;
-                quote!(#l)
+/// Container `#[serde(default)]` as `#[serde(default = "Default::default")]`: serde bounds
+/// the bare form on the copy being `Default`, the path form only on the type itself.
+fn default_as_path(attrs: &mut [Attribute]) {
+    for attr in attrs.iter_mut().filter(|a| a.path().is_ident("serde")) {
+        let syn::Meta::List(list) = &mut attr.meta else {
+            continue;
+        };
+        let tokens: Vec<TokenTree> = list.tokens.clone().into_iter().collect();
+        let mut out = TokenStream::new();
+        for (i, t) in tokens.iter().enumerate() {
+            let bare_default = matches!(t, TokenTree::Ident(id) if id == "default")
+                && !matches!(tokens.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == '=');
+            if bare_default {
+                out.extend(quote!(default = "::core::default::Default::default"));
+            } else {
+                out.extend([t.clone()]);
             }
-            GenericParam::Type(t) => {
-                let t = &t.ident;
-                quote!(#t)
-            }
-            GenericParam::Const(c) => {
-                let c = &c.ident;
-                quote!(#c)
-            }
-        })
-        .collect();
-    if params.is_empty() {
-        quote!(#ident).to_string()
-    } else {
-        quote!(#ident<#(#params),*>).to_string()
+        }
+        list.tokens = out;
     }
 }
 
@@ -104,7 +97,9 @@ pub(crate) fn derive_serde(input: &DeriveInput, which: Serde) -> TokenStream {
     let ident = &input.ident;
     let remote_ident = format_ident!("__Omni{}{}", trait_name, ident);
     let mut remote = copy(input, &remote_ident, &["serde"]);
-    let remote_path = syn::LitStr::new(&type_with_params(input), Span::call_site());
+    // serde adds the type's generic parameters to the remote path itself.
+    let remote_path = syn::LitStr::new(&ident.to_string(), Span::call_site());
+    default_as_path(&mut remote.attrs);
     let derive = format_ident!("{}", trait_name);
     remote.attrs.push(syn::parse_quote!(#[serde(crate = "::omni_runtime::__private::serde")]));
     remote.attrs.push(syn::parse_quote!(#[serde(remote = #remote_path)]));
@@ -202,14 +197,34 @@ pub(crate) fn derive_ts(input: &DeriveInput) -> TokenStream {
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let target = quote!(<#copy_ident #ty_generics as #ts::TS>);
+    // `Self` with every type parameter replaced by `Dummy` (ts-rs's convention); not the copy's,
+    // which is private.
+    let without: Vec<TokenStream> = input
+        .generics
+        .params
+        .iter()
+        .map(|p| match p {
+            GenericParam::Lifetime(_) => quote!('static),
+            GenericParam::Type(_) => quote!(#ts::Dummy),
+            GenericParam::Const(c) => {
+                let c = &c.ident;
+                quote!(#c)
+            }
+        })
+        .collect();
+    let without_generics = if without.is_empty() {
+        quote!(Self)
+    } else {
+        quote!(#ident<#(#without),*>)
+    };
     quote! {
         #[doc(hidden)]
         const _: () = {
-            #[derive(#ts::TS)]
+            #[derive(::omni_runtime::__private::SerdeAttributes, #ts::TS)]
             #[allow(dead_code, non_camel_case_types, clippy::all)]
             #copy
             impl #impl_generics #ts::TS for #ident #ty_generics #where_clause {
-                type WithoutGenerics = #target::WithoutGenerics;
+                type WithoutGenerics = #without_generics;
                 type OptionInnerType = Self;
                 const IS_ENUM: bool = #target::IS_ENUM;
                 fn docs() -> ::core::option::Option<::std::string::String> {

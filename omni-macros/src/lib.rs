@@ -137,6 +137,14 @@ pub fn derive_ts(input: TokenStream) -> TokenStream {
     data::derive_ts(&node).into()
 }
 
+/// Accepts `#[serde(...)]` attributes and generates nothing: lets the private copy that
+/// [`macro@TS`] hands to ts-rs keep them (ts-rs reads them, serde's derive is not on the copy).
+#[doc(hidden)]
+#[proc_macro_derive(SerdeAttributes, attributes(serde))]
+pub fn serde_attributes(_input: TokenStream) -> TokenStream {
+    TokenStream::new()
+}
+
 /// Declares a collection: a named set of models of one type, `Omni.collections.<name>` on the
 /// client.
 ///

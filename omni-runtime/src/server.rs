@@ -461,7 +461,7 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
                             origin = origin.as_deref().unwrap_or_default(),
                             "refused a WebSocket from a foreign origin"
                         );
-                        let mut resp = warp::reply::Reply::into_response("origin not allowed");
+                        let mut resp = warp::reply::Reply::into_response(origin_hint(origin.as_deref()));
                         *resp.status_mut() = warp::http::StatusCode::FORBIDDEN;
                         return resp;
                     }
@@ -597,6 +597,17 @@ fn no_delay(listener: &tokio::net::TcpListener) {
 }
 
 /// Whether a WebSocket upgrade from `origin` may proceed (cross-site WebSocket hijacking guard).
+/// The body of a 403 for a foreign origin: what to change.
+fn origin_hint(origin: Option<&str>) -> String {
+    format!(
+        "origin not allowed: a browser page from {} may not open this WebSocket. Serve the page \
+         from this server, or list its origin in `Config::allowed_origins` \
+         (`Omni::config(Config {{ allowed_origins: vec![\"{}\".into()], ..Default::default() }})`)",
+        origin.unwrap_or("another origin"),
+        origin.unwrap_or("http://localhost:5173"),
+    )
+}
+
 fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) -> bool {
     let Some(origin) = origin else { return true };
     if allowed
