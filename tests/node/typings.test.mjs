@@ -4,7 +4,7 @@
 // with a modern one.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { before, test } from "node:test";
@@ -150,7 +150,20 @@ for (const name of Object.keys(EXAMPLES)) {
     const modern = path.join(out, "use-modern.ts");
     writeFileSync(modern, head + `await Omni.ready();\n${uses}${loops}export {};\n`);
     const dts = path.join(out, "omni.d.ts");
+    const checks = [];
+    if (name === "game") {
+      // The README's JavaScript talks to the players game: it must type-check against the
+      // game's typings (e.g. `const { oid } = await Omni.trigger("login", ...)`).
+      const readme = readFileSync(path.join(here, "..", "..", "README.md"), "utf8");
+      const blocks = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
+      const login = blocks.find((b) => b.includes('Omni.trigger("login"'));
+      assert.ok(login, "the README has a JavaScript block that logs in");
+      const readmeTs = path.join(out, "readme.ts");
+      writeFileSync(readmeTs, login.replace('from "/omni.js"', 'from "./omni.js"') + "export {};\n");
+      checks.push([[dts, readmeTs], ["--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler"]]);
+    }
     for (const [files, options] of [
+      ...checks,
       [[dts], []],
       [[dts, basic], []],
       [[dts], ["--target", "es2022"]],
