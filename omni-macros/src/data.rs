@@ -101,8 +101,12 @@ pub(crate) fn derive_serde(input: &DeriveInput, which: Serde) -> TokenStream {
     let remote_path = syn::LitStr::new(&ident.to_string(), Span::call_site());
     default_as_path(&mut remote.attrs);
     let derive = format_ident!("{}", trait_name);
-    remote.attrs.push(syn::parse_quote!(#[serde(crate = "::omni_runtime::__private::serde")]));
-    remote.attrs.push(syn::parse_quote!(#[serde(remote = #remote_path)]));
+    remote
+        .attrs
+        .push(syn::parse_quote!(#[serde(crate = "::omni_runtime::__private::serde")]));
+    remote
+        .attrs
+        .push(syn::parse_quote!(#[serde(remote = #remote_path)]));
     let serde = quote!(::omni_runtime::__private::serde);
     let (_, ty_generics, _) = input.generics.split_for_impl();
     let remote_turbofish = ty_generics.as_turbofish();

@@ -8,10 +8,10 @@
 use proc_macro::TokenStream;
 
 mod ast;
-mod data;
 mod attr;
 mod case;
 mod ctxt;
+mod data;
 mod expand;
 mod valid;
 

@@ -461,7 +461,8 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
                             origin = origin.as_deref().unwrap_or_default(),
                             "refused a WebSocket from a foreign origin"
                         );
-                        let mut resp = warp::reply::Reply::into_response(origin_hint(origin.as_deref()));
+                        let mut resp =
+                            warp::reply::Reply::into_response(origin_hint(origin.as_deref()));
                         *resp.status_mut() = warp::http::StatusCode::FORBIDDEN;
                         return resp;
                     }

@@ -58,17 +58,22 @@ fn module(out: &mut String, n: usize, line: usize, directive: &str, body: &str, 
         .iter()
         .position(|w| *w == "body")
         .map(|i| words.get(i + 1).copied().expect("`body` needs a context"));
-    let id = words
-        .iter()
-        .position(|w| *w == "id")
-        .map(|i| words[i + 1]);
+    let id = words.iter().position(|w| *w == "id").map(|i| words[i + 1]);
     writeln!(out, "/// README.md, the block at line {line}.").unwrap();
-    writeln!(out, "#[allow(dead_code, unused_imports, unused_variables, unreachable_code, clippy::all)]").unwrap();
+    writeln!(
+        out,
+        "#[allow(dead_code, unused_imports, unused_variables, unreachable_code, clippy::all)]"
+    )
+    .unwrap();
     writeln!(out, "mod block_{n} {{").unwrap();
     match context {
         Some(ctx) => {
             writeln!(out, "use crate::context::{ctx}::*;").unwrap();
-            writeln!(out, "pub(crate) async fn block() -> Result<(), Box<dyn std::error::Error>> {{").unwrap();
+            writeln!(
+                out,
+                "pub(crate) async fn block() -> Result<(), Box<dyn std::error::Error>> {{"
+            )
+            .unwrap();
             out.push_str(body);
             writeln!(out, "#[allow(unreachable_code)]\nOk(())\n}}").unwrap();
         }
@@ -76,7 +81,12 @@ fn module(out: &mut String, n: usize, line: usize, directive: &str, body: &str, 
     }
     if let Some(id) = id {
         let path = Path::new(dir).join("src/checks").join(format!("{id}.rs"));
-        writeln!(out, "#[cfg(test)]\nmod checks {{\nuse super::*;\ninclude!({:?});\n}}", path.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "#[cfg(test)]\nmod checks {{\nuse super::*;\ninclude!({:?});\n}}",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     writeln!(out, "}}").unwrap();
 }
