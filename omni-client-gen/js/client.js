@@ -9,12 +9,25 @@ function createOmni(SCHEMA, env) {
   const root = typeof globalThis !== "undefined" ? globalThis : {};
   const hasOwn = function (o, k) { return Object.prototype.hasOwnProperty.call(o, k); };
 
+  /* Deep equality of JSON values: objects equal whatever their keys' order, so setting an
+     attribute to the value it already has sends nothing (Backbone's `set`). */
   function isEqual(a, b) {
     if (a === b) { return true; }
-    if (a && b && typeof a === "object" && typeof b === "object") {
-      return JSON.stringify(a) === JSON.stringify(b);
+    if (!a || !b || typeof a !== "object" || typeof b !== "object") { return false; }
+    if (Array.isArray(a) !== Array.isArray(b)) { return false; }
+    if (Array.isArray(a)) {
+      if (a.length !== b.length) { return false; }
+      for (let i = 0; i < a.length; i++) {
+        if (!isEqual(a[i], b[i])) { return false; }
+      }
+      return true;
     }
-    return false;
+    const ka = Object.keys(a);
+    if (ka.length !== Object.keys(b).length) { return false; }
+    for (const k of ka) {
+      if (!hasOwn(b, k) || !isEqual(a[k], b[k])) { return false; }
+    }
+    return true;
   }
 
   function copy(v) {

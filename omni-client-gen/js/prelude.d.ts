@@ -1,3 +1,5 @@
+/// <reference lib="es2015.iterable" />
+
 type IfEquals<X, Y, A, B> = (<T>() => T extends X ? 1 : 2) extends (<T>() => T extends Y ? 1 : 2) ? A : B;
 
 /** The attribute names of `T` that clients may write (those not marked `readonly`). */

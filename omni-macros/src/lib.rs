@@ -11,6 +11,7 @@ mod ast;
 mod attr;
 mod case;
 mod ctxt;
+mod data;
 mod expand;
 mod valid;
 
@@ -105,6 +106,43 @@ pub fn derive_model(input: TokenStream) -> TokenStream {
     let out = expand::derive_model(&node);
     expand::debug_print("derive(Model)", &node.ident.to_string(), &out);
     out.into()
+}
+
+/// `serde::Serialize` for an app that depends on `omni-runtime` alone (no `serde` in its
+/// Cargo.toml): `use omni_runtime::prelude::*; #[derive(Serialize)]`. Takes serde's
+/// `#[serde(...)]` attributes and gives the same encoding as serde's own derive, which it
+/// applies to a private copy of the type (`#[serde(remote = "Type")]`) through
+/// `omni_runtime::__private::serde`.
+#[proc_macro_derive(Serialize, attributes(serde))]
+pub fn derive_serialize(input: TokenStream) -> TokenStream {
+    let node = syn::parse_macro_input!(input as syn::DeriveInput);
+    data::derive_serde(&node, data::Serde::Serialize).into()
+}
+
+/// `serde::Deserialize` for an app that depends on `omni-runtime` alone; see
+/// [`macro@Serialize`].
+#[proc_macro_derive(Deserialize, attributes(serde))]
+pub fn derive_deserialize(input: TokenStream) -> TokenStream {
+    let node = syn::parse_macro_input!(input as syn::DeriveInput);
+    data::derive_serde(&node, data::Serde::Deserialize).into()
+}
+
+/// `ts_rs::TS` for an app that depends on `omni-runtime` alone (no `ts-rs` in its Cargo.toml).
+/// Takes ts-rs's `#[ts(...)]` (and serde's) attributes and gives the same TypeScript type as
+/// ts-rs's own derive, which it applies to a private copy of the type through
+/// `omni_runtime::__private::ts_rs`.
+#[proc_macro_derive(TS, attributes(ts))]
+pub fn derive_ts(input: TokenStream) -> TokenStream {
+    let node = syn::parse_macro_input!(input as syn::DeriveInput);
+    data::derive_ts(&node).into()
+}
+
+/// Accepts `#[serde(...)]` attributes and generates nothing: lets the private copy that
+/// [`macro@TS`] hands to ts-rs keep them (ts-rs reads them, serde's derive is not on the copy).
+#[doc(hidden)]
+#[proc_macro_derive(SerdeAttributes, attributes(serde))]
+pub fn serde_attributes(_input: TokenStream) -> TokenStream {
+    TokenStream::new()
 }
 
 /// Declares a collection: a named set of models of one type, `Omni.collections.<name>` on the

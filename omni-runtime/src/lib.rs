@@ -20,6 +20,7 @@ mod outbox;
 mod protocol;
 pub mod rules;
 pub mod server;
+mod static_files;
 pub mod storage;
 mod ts;
 mod upgrade;
@@ -56,6 +57,18 @@ pub mod prelude {
     };
     pub use crate::world::{Coll, World, Write};
     pub use crate::{Model, collection};
-    pub use serde::{Deserialize, Serialize};
-    pub use ts_rs::TS;
+    // The traits from serde and ts-rs; the derives of the same names from omni-macros, which
+    // work in an app that depends on `omni-runtime` alone (serde's and ts-rs's own derives need
+    // those crates in the app's Cargo.toml). An app that imports `serde::Deserialize` itself
+    // gets serde's (an explicit import shadows this glob).
+    pub use self::traits::*;
+    pub use omni_macros::{Deserialize, Serialize, TS};
+    pub use serde::de::Deserialize;
+    pub use serde::ser::Serialize;
+
+    mod traits {
+        // A glob brings ts-rs's `TS` trait and derive; the explicit derive above shadows the
+        // derive.
+        pub use ts_rs::TS;
+    }
 }

@@ -4,6 +4,7 @@
 //! `omni_runtime` alone and the expansion stays small.
 
 pub use omni_client_gen::schema;
+pub use omni_macros::SerdeAttributes;
 pub use serde;
 pub use serde_json;
 pub use ts_rs;

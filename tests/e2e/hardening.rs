@@ -325,6 +325,16 @@ async fn oversized_frames_and_floods_are_cut_off_while_others_carry_on() {
 
 /// Raw HTTP upgrade request; returns the status line.
 async fn upgrade_status(addr: std::net::SocketAddr, origin: Option<&str>) -> String {
+    upgrade_response(addr, origin)
+        .await
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Raw HTTP upgrade request; returns the start of the response (status, headers, body).
+async fn upgrade_response(addr: std::net::SocketAddr, origin: Option<&str>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let origin = origin
@@ -334,16 +344,12 @@ async fn upgrade_status(addr: std::net::SocketAddr, origin: Option<&str>) -> Str
         "GET /omni HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 256];
+    let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
         .await
         .unwrap()
         .unwrap();
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 #[tokio::test]
@@ -376,6 +382,17 @@ async fn websocket_upgrades_from_foreign_origins_get_403() {
         upgrade_status(srv.addr, Some(&format!("http://{}", srv.addr)))
             .await
             .contains("403")
+    );
+}
+
+#[tokio::test]
+async fn a_refused_origin_is_told_how_to_allow_it() {
+    let srv = TestServer::start(docs_app(vec![])).await;
+    let resp = upgrade_response(srv.addr, Some("http://localhost:5173")).await;
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    assert!(
+        resp.contains("http://localhost:5173") && resp.contains("Config::allowed_origins"),
+        "{resp}"
     );
 }
 

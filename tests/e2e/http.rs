@@ -70,6 +70,43 @@ async fn static_files_are_served_unless_turned_off() {
 }
 
 #[tokio::test]
+async fn static_paths_no_file_can_have_get_400_404_414_not_500() {
+    let dir = std::env::temp_dir().join(format!("omni-static-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<h1>hello omni</h1>").unwrap();
+    let server = example_game::app(&dir).build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(server.serve(listener));
+    let long = format!("/{}", "a".repeat(10_000));
+    let segment = format!("/{}.html", "a".repeat(300));
+    let deep = "/a".repeat(3000);
+    for (path, status) in [
+        ("/%00", "400"),
+        ("/index.html%00.txt", "400"),
+        ("/%zz", "400"),
+        (long.as_str(), "414"),
+        (segment.as_str(), "404"),
+        (deep.as_str(), "414"),
+        ("/no-such-file.html", "404"),
+        ("/index.html", "200"),
+    ] {
+        let (head, _) = get(addr, path, "").await;
+        let shown = &path[..path.len().min(40)];
+        assert!(
+            head.starts_with(&format!("http/1.1 {status}")),
+            "{shown}: {head}"
+        );
+    }
+    // The server is still up and serving.
+    let (head, body) = get(addr, "/index.html", "").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"<h1>hello omni</h1>");
+    task.abort();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
 async fn omni_mounts_inside_a_bigger_warp_app() {
     let server = example_game::app("unused").no_static().build();
     let api = warp::path!("api" / "health").map(|| "ok");

@@ -360,3 +360,78 @@ async fn visibility_follows_changes_and_sync() {
         .unwrap();
     let _ = DocSession::default();
 }
+
+/// A model with a float, writable and creatable by anyone.
+#[derive(Model, Clone, Default, Debug)]
+struct Reading {
+    value: f64,
+}
+
+impl Permissions<()> for Reading {
+    fn can_write(&self, _: &Access<'_, (), Self>, _: &ReadingChange) -> bool {
+        true
+    }
+}
+
+#[collection(model = Reading)]
+struct Readings;
+
+impl CollectionPermissions<()> for Readings {
+    fn can_create(&self, _: &Ctx<'_, ()>, _: &Reading) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn floats_round_trip_exactly_between_clients_and_server() {
+    // The fuzzer's find. The server holds 9.197666580629651 and sends it in that shortest form;
+    // serde_json's fast parser (without `float_roundtrip`) reads that back as 9.197666580629653.
+    let text = "9.1976665806296508";
+    let exact: f64 = text.parse().unwrap(); // std's parser rounds correctly
+    let srv = TestServer::start(Omni::<()>::new().collection(Readings::with([]))).await;
+    let readings = srv.server.world().collection::<Readings>();
+    let mut writer = srv.client().await;
+    let mut observer = srv.client().await;
+    writer
+        .send_raw(format!(
+            r#"{{"t":"add","c":"readings","tmp":"t1","m":{{"value":{text}}},"id":1}}"#
+        ))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let oid = loop {
+        if let Some((oid, _)) = readings.all().into_iter().next() {
+            break oid;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the add arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let held = readings.get(oid).unwrap().value;
+    assert_eq!(
+        held.to_bits(),
+        exact.to_bits(),
+        "server holds {held}, not {exact}"
+    );
+    // Every client holds exactly the server's value.
+    let seen = observer
+        .wait_model::<Readings>(oid, |_| true)
+        .await
+        .unwrap();
+    assert_eq!(seen.value.to_bits(), exact.to_bits());
+    // A change, with a shortest-form value the fast parser also misreads.
+    let text = "9.385340690612793"; // serde_json without float_roundtrip: 9.385340690612791
+    let exact: f64 = text.parse().unwrap();
+    writer
+        .send_raw(format!(
+            r#"{{"t":"change","c":"readings","oid":{},"set":{{"value":{text}}},"id":2}}"#,
+            oid.raw()
+        ))
+        .await
+        .unwrap();
+    let seen = observer
+        .wait_model::<Readings>(oid, |r| r.value != held)
+        .await
+        .unwrap();
+    assert_eq!(seen.value.to_bits(), exact.to_bits());
+    assert_eq!(readings.get(oid).unwrap().value.to_bits(), exact.to_bits());
+}

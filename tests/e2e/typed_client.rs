@@ -174,3 +174,46 @@ async fn typed_create_and_destroy() {
         .unwrap();
     assert_eq!(watcher.models::<Docs>().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_game_refuses_oversized_names_and_passwords_and_keeps_nothing() {
+    use example_game::{MAX_NAME_CHARS, MAX_PASSWORD_BYTES};
+    let srv = TestServer::start(example_game::app("unused")).await;
+    let mut ann = srv.client().await;
+    let players = srv.server.world().collection::<Players>();
+    let long_name = "é".repeat(MAX_NAME_CHARS + 1);
+    let huge_password = "p".repeat(512 << 10); // under the 1 MiB frame limit
+    for (name, password, reason) in [
+        (long_name.as_str(), "pw", "a name has 1 to 24 characters"),
+        ("   ", "pw", "a name has 1 to 24 characters"),
+        (
+            "Ann",
+            huge_password.as_str(),
+            "a password has at most 128 bytes",
+        ),
+    ] {
+        let err = ann
+            .trigger::<_, LoggedIn>("login", &Login { name, password })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Refused(r) if r == reason),
+            "{err}"
+        );
+    }
+    assert_eq!(players.len(), 0, "no player was created");
+    // The bounds themselves are allowed: 24 characters of two bytes each, 128 bytes.
+    let name = "é".repeat(MAX_NAME_CHARS);
+    let password = "p".repeat(MAX_PASSWORD_BYTES);
+    let me: LoggedIn = ann
+        .trigger(
+            "login",
+            &Login {
+                name: &name,
+                password: &password,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(players.get(me.oid).unwrap().name, name);
+}

@@ -133,6 +133,35 @@ test("an `error` answering a request fails it; events sent before the snapshot a
   await assert.rejects(c.trigger("ping", null), /not connected/);
 });
 
+test("a set that changes nothing sends nothing (Backbone semantics), also for objects in another key order", async () => {
+  onConnection = (s) => {
+    s.send(JSON.stringify([hello(), snapshot([{ ...jim, x: 5, home: { x: 1, y: 2 } }])]));
+  };
+  received.length = 0;
+  const c = Omni.create();
+  c.connect(url, { WebSocket });
+  try {
+    await c.ready();
+    const p = c.collections.players.get(1);
+    const changes = [];
+    p.on("change", () => changes.push("change"));
+    assert.equal(p.set("x", 5), p);
+    assert.equal(p.set({ x: 5, y: 0 }), p);
+    assert.equal(p.set("home", { y: 2, x: 1 }), p, "the same object, keys in another order");
+    assert.equal(p.set("home", { x: 1, y: 2 }), p);
+    await p.save({ x: 5 }); // settled at once: nothing to wait for
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(received, [], "nothing was sent");
+    assert.deepEqual(changes, [], "no change event");
+    // a real change is still sent, with only what changed
+    p.set({ x: 6, home: { y: 2, x: 1 } });
+    await until(() => received.length === 1, "the change");
+    assert.deepEqual(received[0].set, { x: 6 });
+  } finally {
+    c.close();
+  }
+});
+
 test("unknown and read-only attributes are refused locally; Node needs a URL", async () => {
   onConnection = (s) => {
     s.send(JSON.stringify([hello(), snapshot([jim])]));

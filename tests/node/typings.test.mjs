@@ -1,13 +1,15 @@
 // The generated omni.d.ts: a typed usage file compiles with `tsc --noEmit --strict`, a wrong
-// attribute name and a wrong attribute type do not.
+// attribute name and a wrong attribute type do not. The typings of each example, generated from
+// the schema its running server serves, pass `tsc --strict` with TypeScript's default target and
+// with a modern one.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { before, test } from "node:test";
 
-import { generateClient, here, tempDir } from "./helpers.mjs";
+import { EXAMPLES, generateClient, here, startExample, tempDir } from "./helpers.mjs";
 
 const require = createRequire(import.meta.url);
 const tsc = require.resolve("typescript/bin/tsc");
@@ -111,3 +113,64 @@ test("a read resolves to the model's attributes: a wrong attribute does not comp
   assert.notEqual(r.status, 0, r.output);
   assert.match(r.output, /error TS2322/);
 });
+
+/** `tsc --noEmit --strict` with the given extra options (none: TypeScript's defaults). */
+function tscCheck(files, options) {
+  const r = spawnSync(process.execPath, [tsc, "--noEmit", "--strict", ...options, ...files], { encoding: "utf8" });
+  return { status: r.status, output: r.stdout + r.stderr };
+}
+
+for (const name of Object.keys(EXAMPLES)) {
+  test(`the ${name} example's typings pass tsc --strict with the default and a modern target`, async () => {
+    const server = await startExample(name);
+    let schema;
+    try {
+      const res = await fetch(`${server.http}/omni/schema.json`);
+      assert.equal(res.status, 200);
+      schema = await res.json();
+    } finally {
+      await server.stop();
+    }
+    const out = tempDir(`typings-${name}`);
+    const schemaPath = path.join(out, "schema.json");
+    writeFileSync(schemaPath, JSON.stringify(schema));
+    generateClient(schemaPath, out);
+    assert.ok(schema.collections.length > 0);
+    // Uses every collection, in code valid for any target (no for-of over a collection: below
+    // ES2015 that needs --downlevelIteration in the user's own settings).
+    const uses = schema.collections
+      .map((c) => `  Omni.collections.${c.name}.each((m) => console.log(m.oid, m.toJSON()));\n`)
+      .join("");
+    const loops = schema.collections
+      .map((c) => `  for (const m of Omni.collections.${c.name}) { console.log(m.get("oid")); }\n`)
+      .join("");
+    const head = `import Omni from "./omni.js";\nOmni.connect("ws://127.0.0.1:1/omni");\n`;
+    const basic = path.join(out, "use.ts");
+    writeFileSync(basic, head + `void Omni.ready().then(() => {\n${uses}});\n`);
+    const modern = path.join(out, "use-modern.ts");
+    writeFileSync(modern, head + `await Omni.ready();\n${uses}${loops}export {};\n`);
+    const dts = path.join(out, "omni.d.ts");
+    const checks = [];
+    if (name === "game") {
+      // The README's JavaScript talks to the players game: it must type-check against the
+      // game's typings (e.g. `const { oid } = await Omni.trigger("login", ...)`).
+      const readme = readFileSync(path.join(here, "..", "..", "README.md"), "utf8");
+      const blocks = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
+      const login = blocks.find((b) => b.includes('Omni.trigger("login"'));
+      assert.ok(login, "the README has a JavaScript block that logs in");
+      const readmeTs = path.join(out, "readme.ts");
+      writeFileSync(readmeTs, login.replace('from "/omni.js"', 'from "./omni.js"') + "export {};\n");
+      checks.push([[dts, readmeTs], ["--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler"]]);
+    }
+    for (const [files, options] of [
+      ...checks,
+      [[dts], []],
+      [[dts, basic], []],
+      [[dts], ["--target", "es2022"]],
+      [[dts, modern], ["--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler"]],
+    ]) {
+      const r = tscCheck(files, options);
+      assert.equal(r.status, 0, `tsc --strict ${options.join(" ")} ${files.map((f) => path.basename(f)).join(" ")}:\n${r.output}`);
+    }
+  });
+}

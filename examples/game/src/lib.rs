@@ -111,11 +111,23 @@ pub struct LoggedIn {
     pub oid: Oid<Player>,
 }
 
+/// The longest name, in characters (the page's `maxlength`).
+pub const MAX_NAME_CHARS: usize = 24;
+/// The longest password, in bytes: the server keeps every player's password in memory.
+pub const MAX_PASSWORD_BYTES: usize = 128;
+
 /// Logs a connection in as a player, creating the player on first use.
 pub async fn login(conn: Conn<Session>, world: World, req: Login) -> Result<LoggedIn, EventError> {
     let name = req.name.trim().to_owned();
-    if name.is_empty() || name.len() > 24 {
-        return Err(EventError::new("a name has 1 to 24 characters"));
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(EventError::new(format!(
+            "a name has 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if req.password.len() > MAX_PASSWORD_BYTES {
+        return Err(EventError::new(format!(
+            "a password has at most {MAX_PASSWORD_BYTES} bytes"
+        )));
     }
     if conn.session(|s| s.player.is_some()).unwrap_or(false) {
         return Err(EventError::new("this connection is already logged in"));

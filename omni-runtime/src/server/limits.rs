@@ -47,6 +47,17 @@ impl Drop for IpSlot {
     }
 }
 
+/// The body of a 403 for a foreign origin: what to change.
+pub(super) fn origin_hint(origin: Option<&str>) -> String {
+    format!(
+        "origin not allowed: a browser page from {} may not open this WebSocket. Serve the page \
+         from this server, or list its origin in `Config::allowed_origins` \
+         (`Omni::config(Config {{ allowed_origins: vec![\"{}\".into()], ..Default::default() }})`)",
+        origin.unwrap_or("another origin"),
+        origin.unwrap_or("http://localhost:5173"),
+    )
+}
+
 /// Whether a WebSocket upgrade from `origin` may proceed (cross-site WebSocket hijacking guard).
 pub(super) fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) -> bool {
     let Some(origin) = origin else { return true };

@@ -37,7 +37,7 @@ use crate::ids::ConnId;
 use crate::upgrade::Upgrade;
 
 use crate::world::World;
-use limits::origin_allowed;
+use limits::{origin_allowed, origin_hint};
 
 pub use builder::Omni;
 pub use config::Config;
@@ -126,7 +126,8 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
                             origin = origin.as_deref().unwrap_or_default(),
                             "refused a WebSocket from a foreign origin"
                         );
-                        let mut resp = warp::reply::Reply::into_response("origin not allowed");
+                        let mut resp =
+                            warp::reply::Reply::into_response(origin_hint(origin.as_deref()));
                         *resp.status_mut() = warp::http::StatusCode::FORBIDDEN;
                         return resp;
                     }
@@ -175,7 +176,7 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
         let routes = ws.or(assets).unify();
         match &cfg.static_dir {
             Some(dir) => routes
-                .or(warp::fs::dir(dir.clone()).map(warp::reply::Reply::into_response))
+                .or(crate::static_files::dir(dir.clone()))
                 .unify()
                 .boxed(),
             None => routes.boxed(),
