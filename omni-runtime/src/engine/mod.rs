@@ -107,6 +107,12 @@ pub(crate) trait WorldCore: Send + Sync {
     fn log(&self) -> (u64, u64);
 }
 
+/// A client write validated and on its way to the storage.
+pub(crate) struct Staged {
+    proposal: Proposal,
+    request: CollRequest,
+}
+
 /// How a server write ends: at once (the fast path, or refused), or once its commit is durable
 /// and applied.
 pub(crate) enum Pending {
@@ -279,16 +285,18 @@ impl<S: Send + Sync + 'static> Engine<S> {
         }
     }
 
-    /// Handles one client request on a collection: validated now, applied once durable. Every
-    /// outcome is answered on the connection's outbox.
-    pub(crate) async fn client_request(
+    /// Handles one client request on a collection: validated now; on the fast path also applied
+    /// and answered at once. A write that must go through the storage comes back as a
+    /// [`Staged`], to be finished with [`Engine::finish`]. Every outcome is answered on the
+    /// connection's outbox.
+    pub(crate) fn client_request(
         &self,
         id: ConnId,
         req: u64,
         coll: &str,
         request: CollRequest,
         options: Option<serde_json::Value>,
-    ) {
+    ) -> Option<Staged> {
         let proposal = {
             let mut st = self.lock("a client request");
             let Some(idx) = st.coll_index(coll) else {
@@ -296,21 +304,19 @@ impl<S: Send + Sync + 'static> Engine<S> {
                     let reason = Refusal::UnknownCollection(coll.to_owned()).to_string();
                     c.outbox.push_control(wire::error(Some(req), &reason));
                 }
-                return;
+                return None;
             };
             let State {
                 colls, conns, oids, ..
             } = &mut *st;
             if let CollRequest::Subscribe { channel, on } = &request {
-                let Some(conn) = conns.get_mut(&id) else {
-                    return;
-                };
+                let conn = conns.get_mut(&id)?;
                 let answer = match colls[idx].subscribe(id, conn, channel, *on, true) {
                     Ok(_) => wire::ack(req),
                     Err(e) => wire::error(Some(req), &e.to_string()),
                 };
                 conn.outbox.push_control(answer);
-                return;
+                return None;
             }
             let staged = self.core.storage.custom();
             let cx = Cx {
@@ -322,23 +328,32 @@ impl<S: Send + Sync + 'static> Engine<S> {
             match colls[idx].client_write(cx, id, req, &request, options) {
                 Err(refusal) => {
                     answer_refusal(&st, idx, id, req, &request, &refusal);
-                    return;
+                    return None;
                 }
                 Ok(None) => {
                     if let Some(c) = st.conns.get(&id) {
                         c.outbox.push_control(wire::ack(req));
                     }
-                    return;
+                    return None;
                 }
                 Ok(Some(p)) if !staged => {
                     let reply = StoreReply::done(&p.request);
                     let _ = self.commit(&mut st, p, reply, Some(&request));
-                    return;
+                    return None;
                 }
                 Ok(Some(p)) => p,
             }
         };
-        let _ = self.staged(proposal, Some(request)).await;
+        Some(Staged { proposal, request })
+    }
+
+    /// Finishes a staged client write: storage, then apply and answer. Boxed, so that the fast
+    /// path's callers (a connection's task) stay small.
+    pub(crate) fn finish(&self, staged: Staged) -> crate::storage::BoxFuture<()> {
+        let engine = self.clone();
+        Box::pin(async move {
+            let _ = engine.staged(staged.proposal, Some(staged.request)).await;
+        })
     }
 
     /// Validates a write of server code now; the result says when it is applied.

@@ -251,15 +251,13 @@ async fn a_client_patch_that_changes_nothing_is_acknowledged_and_sends_nothing()
     let (engine, outboxes) = engine(&[false, false]);
     let set: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(r#"{"value":0}"#).unwrap();
-    engine
-        .client_request(
-            ConnId::from_raw(1),
-            9,
-            "counters",
-            CollRequest::Change { oid: 1, set },
-            None,
-        )
-        .await;
+    engine.client_request(
+        ConnId::from_raw(1),
+        9,
+        "counters",
+        CollRequest::Change { oid: 1, set },
+        None,
+    );
     assert_eq!(
         drain(&outboxes[0]),
         [Bytes::from_static(br#"{"t":"ack","id":9}"#)],
@@ -267,15 +265,13 @@ async fn a_client_patch_that_changes_nothing_is_acknowledged_and_sends_nothing()
     );
     assert!(drain(&outboxes[1]).is_empty(), "nothing to others");
     let set = serde_json::from_str(r#"{"value":3}"#).unwrap();
-    engine
-        .client_request(
-            ConnId::from_raw(1),
-            10,
-            "counters",
-            CollRequest::Change { oid: 1, set },
-            None,
-        )
-        .await;
+    engine.client_request(
+        ConnId::from_raw(1),
+        10,
+        "counters",
+        CollRequest::Change { oid: 1, set },
+        None,
+    );
     assert_eq!(drain(&outboxes[0]).len(), 2, "the change, then the ack");
     assert_eq!(drain(&outboxes[1]).len(), 1, "the change");
 }

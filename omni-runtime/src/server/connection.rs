@@ -154,7 +154,7 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                         if msg.is_close() {
                             return;
                         }
-                        if !self.message(msg).await {
+                        if !self.message(msg) {
                             tracing::warn!(conn = %id, "client flooded the server; disconnecting it");
                             let reason = "message rate limit exceeded repeatedly; disconnecting";
                             close(tx, CloseCode::Policy, reason).await;
@@ -203,7 +203,7 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
 
     /// Parses one frame and handles each message in it, in order. Returns `false` when the
     /// client must be disconnected for flooding.
-    async fn message(&mut self, msg: Message) -> bool {
+    fn message(&mut self, msg: Message) -> bool {
         let text = match &msg {
             Message::Text(text) => text.as_str(),
             Message::Binary(_) => {
@@ -270,16 +270,13 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                     coll,
                     request,
                     options,
-                }) => {
-                    self.write(Queued {
-                        req,
-                        coll,
-                        request,
-                        options,
-                        after_event: self.events.started(),
-                    })
-                    .await
-                }
+                }) => self.write(Queued {
+                    req,
+                    coll,
+                    request,
+                    options,
+                    after_event: self.events.started(),
+                }),
             }
         }
         true
@@ -315,14 +312,19 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
     /// session comes into force before the writes sent after it). When nothing is ahead of it
     /// and the storage cannot wait, it is handled here at once; otherwise the connection's
     /// writer task takes it, so the pump goes on reading and sending meanwhile.
-    async fn write(&mut self, q: Queued) {
+    fn write(&mut self, q: Queued) {
         let inline = self.writes.idle() && self.events.idle_now() && !self.shared.engine_waits;
         self.writes.started.fetch_add(1, Ordering::SeqCst);
         if inline {
-            self.shared
-                .engine
-                .client_request(self.conn.id, q.req, &q.coll, q.request, q.options)
-                .await;
+            // The fast path: validated, applied and answered right here.
+            let staged = self.shared.engine.client_request(
+                self.conn.id,
+                q.req,
+                &q.coll,
+                q.request,
+                q.options,
+            );
+            debug_assert!(staged.is_none(), "the fast path never stages");
             self.writes.finish();
             return;
         }
@@ -390,11 +392,12 @@ async fn writer<S: Default + Send + Sync + 'static>(
     while let Some(q) = rx.recv().await {
         events.finished_below(q.after_event).await;
         let req = q.req;
-        let done = AssertUnwindSafe(
-            shared
-                .engine
-                .client_request(id, q.req, &q.coll, q.request, q.options),
-        )
+        let engine = &shared.engine;
+        let done = AssertUnwindSafe(async {
+            if let Some(staged) = engine.client_request(id, q.req, &q.coll, q.request, q.options) {
+                engine.finish(staged).await;
+            }
+        })
         .catch_unwind()
         .await;
         if let Err(panic) = done {
