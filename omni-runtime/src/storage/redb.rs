@@ -243,7 +243,7 @@ fn writer(shared: &Shared) {
             )
         };
         let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit(&shared.db, &batch, reserve, &shared.mirror)
+            commit(&shared.db, &batch, reserve)
         }));
         let result = match committed {
             Ok(result) => result.map_err(|e| {
@@ -276,18 +276,21 @@ fn writer(shared: &Shared) {
             let mut queue = shared.queue.lock();
             queue.reserve = queue.reserve.max(reserve);
         }
+        let commits = result.as_ref().ok().copied();
+        let result = result.map(drop);
         for op in batch {
             (op.done)(result.clone());
+        }
+        // After the writers heard back, while the next batch gathers. Not fsynced: after a
+        // crash the mirror may lag (no false alarm), never lead.
+        if let Some(commits) = commits {
+            let _ = std::fs::write(&shared.mirror, commits.to_string());
         }
     }
 }
 
-fn commit(
-    db: &redb::Database,
-    batch: &[Op],
-    reserve: u64,
-    mirror: &Path,
-) -> Result<(), StoreError> {
+/// Commits one batch; returns the store's commit count.
+fn commit(db: &redb::Database, batch: &[Op], reserve: u64) -> Result<u64, StoreError> {
     let txn = db.begin_write().map_err(StoreError::failed)?;
     let commits;
     {
@@ -318,8 +321,7 @@ fn commit(
     }
     txn.commit().map_err(StoreError::failed)?;
     // Not fsynced: after a crash the mirror may lag (no false alarm), never lead.
-    let _ = std::fs::write(mirror, commits.to_string());
-    Ok(())
+    Ok(commits)
 }
 
 impl Backend for RedbStore {
