@@ -122,3 +122,88 @@ async fn too_many_connections_from_one_address_get_429_before_the_upgrade() {
     }
     assert!(ok, "a closed connection frees its place");
 }
+
+/// While a write waits for an event the client sent before it, the connection still reads and
+/// answers: a ping sent after both is answered long before the event ends.
+#[tokio::test]
+async fn a_write_waiting_for_an_event_does_not_stall_the_connection() {
+    let srv = TestServer::start(docs_app(vec![doc("a", "")]).config(config())).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(srv.url()).await.unwrap();
+    let started = std::time::Instant::now();
+    let batch = serde_json::json!([
+        {"t": "event", "id": 1, "name": "sleep", "args": {"ms": 1500, "echo": "done"}},
+        {"t": "change", "id": 2, "c": "docs", "oid": 1, "set": {"counter": 5}},
+    ]);
+    ws.send(Message::text(batch.to_string())).await.unwrap();
+    ws.send(Message::Ping(b"still there?".to_vec().into()))
+        .await
+        .unwrap();
+    let mut pong_at = None;
+    let mut reply_at = None;
+    let mut ack_at = None;
+    while ack_at.is_none() {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("answers arrive")
+            .unwrap()
+            .unwrap();
+        match msg {
+            Message::Pong(_) => pong_at = Some(started.elapsed()),
+            Message::Text(t) if t.contains(r#""t":"reply""#) => reply_at = Some(started.elapsed()),
+            Message::Text(t) if t.contains(r#""t":"ack""#) => ack_at = Some(started.elapsed()),
+            _ => {}
+        }
+    }
+    let (pong, reply, ack) = (pong_at.unwrap(), reply_at.unwrap(), ack_at.unwrap());
+    assert!(
+        pong < reply,
+        "the ping is answered while the event runs: {pong:?} vs {reply:?}"
+    );
+    assert!(
+        reply <= ack,
+        "the write is applied after the event: {reply:?} vs {ack:?}"
+    );
+}
+
+/// A client that stops reading loses queued state (replaced by a resync snapshot) but never an
+/// event the server emitted to it.
+#[tokio::test]
+async fn emits_survive_a_resync_of_a_client_that_stopped_reading() {
+    use crate::apps::Docs;
+    let config = omni_runtime::Config {
+        max_queue_bytes: 8 * 1024,
+        static_dir: None,
+        ..Default::default()
+    };
+    let srv = TestServer::start(docs_app(vec![doc("a", "")]).config(config)).await;
+    let mut slow = srv.client().await;
+    let conn = srv.server.connections().pop().expect("the slow client");
+    assert!(conn.emit("marker", &"before the flood"));
+    let docs = srv.server.world().collection::<Docs>();
+    let (oid, _) = docs.all().pop().unwrap();
+    let pad = "x".repeat(1000);
+    for i in 0..5_000i64 {
+        docs.update(oid, |d| {
+            d.set_counter(i);
+            d.set_title(format!("title {i} {pad}"));
+        })
+        .await
+        .unwrap();
+    }
+    assert!(conn.emit("marker", &"after the flood"));
+    slow.wait_until(|c| c.model("docs", oid.raw()).unwrap()["counter"] == 4_999)
+        .await
+        .unwrap();
+    slow.drain(Duration::from_millis(200)).await.unwrap();
+    let markers: Vec<&serde_json::Value> = slow
+        .emitted()
+        .iter()
+        .filter(|(name, _)| name == "marker")
+        .map(|(_, data)| data)
+        .collect();
+    assert_eq!(markers, ["before the flood", "after the flood"]);
+    assert!(
+        slow.log().iter().filter(|m| m["t"] == "snapshot").count() >= 2,
+        "the client was resynced (the test must overflow its queue)"
+    );
+}
