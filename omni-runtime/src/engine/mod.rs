@@ -28,6 +28,7 @@
 mod apply;
 mod coll;
 pub(crate) mod commit;
+mod conns;
 mod fanout;
 pub(crate) mod observe;
 pub(crate) mod state;
@@ -40,7 +41,6 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 
 use crate::ids::ConnId;
-use crate::outbox::Outbox;
 use crate::protocol::decode::CollRequest;
 use crate::protocol::encode::{self as wire, Target};
 use crate::storage::{Storage, StoreReply};
@@ -154,135 +154,6 @@ impl<S: Send + Sync + 'static> Engine<S> {
     fn weak_world(&self) -> Weak<dyn WorldCore> {
         let weak: Weak<dyn WorldCore> = self.core.me.clone();
         weak
-    }
-
-    /// Registers a new connection (not ready: fan-outs skip it until [`Engine::start`]).
-    pub(crate) fn connect(&self, id: ConnId, session: S, outbox: Arc<Outbox>) {
-        let mut st = self.lock("connect");
-        let colls = st.colls.len();
-        st.conns.insert(id, ConnState::new(session, outbox, colls));
-    }
-
-    /// Marks a connection ready and queues its `hello` and first snapshot.
-    pub(crate) fn start(&self, id: ConnId) {
-        let mut st = self.lock("start");
-        let log = st.log;
-        let Some(conn) = st.conns.get_mut(&id) else {
-            return;
-        };
-        conn.ready = true;
-        conn.outbox.push_control(wire::hello(id.raw(), log.epoch));
-        if let Some(snapshot) = snapshot(&mut st, id) {
-            st.conns[&id].outbox.push(snapshot);
-        }
-    }
-
-    /// Stops fan-outs to a connection that went away (its session stays readable).
-    pub(crate) fn leave(&self, id: ConnId) {
-        if let Some(c) = self.lock("leave").conns.get_mut(&id) {
-            c.ready = false;
-        }
-    }
-
-    /// Forgets a connection.
-    pub(crate) fn forget(&self, id: ConnId) {
-        self.lock("forget").conns.remove(&id);
-    }
-
-    /// Replaces everything queued for a connection with a fresh snapshot (after its outbox
-    /// overflowed).
-    pub(crate) fn resync(&self, id: ConnId) {
-        let mut st = self.lock("resync");
-        if let Some(snapshot) = snapshot(&mut st, id)
-            && let Some(conn) = st.conns.get(&id)
-        {
-            conn.outbox.reset_with([snapshot]);
-        }
-    }
-
-    /// `conn.sync()`: re-checks every permission for one connection and pushes the difference.
-    pub(crate) fn sync_conn(&self, id: ConnId) {
-        let mut st = self.lock("Conn::sync");
-        let State { colls, conns, .. } = &mut *st;
-        let Some(conn) = conns.get_mut(&id) else {
-            return;
-        };
-        if !conn.ready {
-            return;
-        }
-        for coll in colls.iter() {
-            coll.sync_conn(id, conn);
-        }
-    }
-
-    /// Reads a connection's session; `None` once it is gone.
-    pub(crate) fn session<R>(&self, id: ConnId, f: impl FnOnce(&S) -> R) -> Option<R> {
-        let st = self.lock("Conn::session");
-        st.conns.get(&id).map(|c| f(&c.session))
-    }
-
-    /// Changes a connection's session; `None` once it is gone.
-    pub(crate) fn update_session<R>(&self, id: ConnId, f: impl FnOnce(&mut S) -> R) -> Option<R> {
-        let mut st = self.lock("Conn::update_session");
-        st.conns.get_mut(&id).map(|c| f(&mut c.session))
-    }
-
-    /// Subscribes a connection to a channel (or unsubscribes it) for server code, which is not
-    /// asked `can_subscribe`. Whether anything changed.
-    pub(crate) fn set_channel(
-        &self,
-        id: ConnId,
-        type_id: std::any::TypeId,
-        channel: &str,
-        on: bool,
-    ) -> bool {
-        let mut st = self.lock("Conn::subscribe");
-        let Some(idx) = st.coll_index_of(type_id) else {
-            return false;
-        };
-        let State { colls, conns, .. } = &mut *st;
-        let Some(conn) = conns.get_mut(&id) else {
-            return false;
-        };
-        colls[idx]
-            .subscribe(id, conn, channel, on, false)
-            .unwrap_or(false)
-    }
-
-    /// Queues a message that is never dropped (an emit) for one connection. `false` if gone.
-    pub(crate) fn emit(&self, id: ConnId, msg: Bytes) -> bool {
-        match self.lock("Conn::emit").conns.get(&id) {
-            Some(c) => {
-                c.outbox.push_control(msg);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The ready connections other than `but`, in id order.
-    pub(crate) fn ready_connections(&self, but: Option<ConnId>) -> Vec<ConnId> {
-        let st = self.lock("connections");
-        let mut ids: Vec<ConnId> = st
-            .conns
-            .iter()
-            .filter(|(id, c)| c.ready && Some(**id) != but)
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    /// Whether a connection is still known.
-    pub(crate) fn is_connected(&self, id: ConnId) -> bool {
-        self.lock("Conn::is_connected").conns.contains_key(&id)
-    }
-
-    /// Closes a connection from the server side.
-    pub(crate) fn close(&self, id: ConnId) {
-        if let Some(c) = self.lock("Conn::close").conns.get(&id) {
-            c.outbox.close();
-        }
     }
 
     /// Handles one client request on a collection: validated now; on the fast path also applied
@@ -605,28 +476,6 @@ fn answer_refusal<S: Send + Sync + 'static>(
         CollRequest::Subscribe { .. } => wire::error(Some(req), &reason),
     };
     conn.outbox.push_control(msg);
-}
-
-/// The `snapshot` message for a connection, recording what it now holds.
-fn snapshot<S: Send + Sync + 'static>(st: &mut State<S>, id: ConnId) -> Option<Bytes> {
-    let State {
-        colls, conns, log, ..
-    } = st;
-    let conn = conns.get_mut(&id)?;
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"{\"t\":\"snapshot\",\"seq\":");
-    wire::push_u64(&mut out, log.seq);
-    out.extend_from_slice(b",\"data\":{");
-    for (i, coll) in colls.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        wire::push_str(&mut out, coll.name());
-        out.push(b':');
-        coll.write_snapshot(id, conn, &mut out);
-    }
-    out.extend_from_slice(b"}}");
-    Some(Bytes::from(out))
 }
 
 impl<S: Send + Sync + 'static> WorldCore for Core<S> {

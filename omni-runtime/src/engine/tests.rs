@@ -8,7 +8,7 @@ use super::*;
 use crate::collection::{Collection, CollectionPermissions, Seeded};
 use crate::error::DecodeError;
 use crate::model::{Access, AttrSet, Attribute, Model, Permissions};
-use crate::outbox::Drain;
+use crate::outbox::{Drain, Outbox};
 use crate::storage::MemoryStore;
 
 #[derive(Clone, Default, Debug)]
