@@ -13,6 +13,7 @@ mod http;
 mod leaks;
 mod limits;
 mod order;
+mod pipeline;
 mod storage;
 mod sync;
 mod typed_client;

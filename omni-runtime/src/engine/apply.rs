@@ -20,6 +20,147 @@ use super::state::{ConnState, Conns, Oids};
 use super::store::{Store, really_changed};
 use super::view::readable;
 
+/// Applying commits to the models, shared by durable proposals and announces.
+impl<C, S> Store<C, S>
+where
+    C: CollectionPermissions<S>,
+    C::Model: Permissions<S>,
+    S: Send + Sync + 'static,
+{
+    /// Adds a model as commit `seq`, queues its observers' jobs and fans it out; its creator (a
+    /// client) gets `created` instead of `add`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn commit_insert(
+        &mut self,
+        conns: &mut Conns<S>,
+        seq: u64,
+        oid: u64,
+        origin: &Origin,
+        model: C::Model,
+        creator: Option<(ConnId, u64, &str)>,
+        jobs: &mut Vec<Job>,
+    ) {
+        if !self.observers.is_empty() {
+            let changed = AttrSet::EMPTY;
+            jobs_for(
+                &self.observers,
+                seq,
+                oid,
+                origin,
+                None,
+                Some(&model),
+                changed,
+                jobs,
+            );
+        }
+        self.models.insert(oid, model);
+        self.fanout_added(conns, oid, creator);
+    }
+
+    /// Replaces a model as commit `seq` and fans out the attributes `changed` (`None`: those
+    /// whose value differs from the current one). `false` if there is no such model.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn commit_replace(
+        &mut self,
+        conns: &mut Conns<S>,
+        seq: u64,
+        oid: u64,
+        origin: &Origin,
+        model: C::Model,
+        changed: Option<AttrSet>,
+        jobs: &mut Vec<Job>,
+    ) -> bool {
+        let Some(slot) = self.models.get_mut(&oid) else {
+            return false;
+        };
+        let changed = changed
+            .unwrap_or_else(|| really_changed(slot, &model, AttrSet::first(C::Model::ATTRS.len())));
+        let old = std::mem::replace(slot, model);
+        if !self.observers.is_empty() {
+            let new = self.models.get(&oid);
+            jobs_for(
+                &self.observers,
+                seq,
+                oid,
+                origin,
+                Some(&old),
+                new,
+                changed,
+                jobs,
+            );
+        }
+        if !changed.is_empty() {
+            super::fanout::changed(self, conns, oid, changed);
+        }
+        true
+    }
+
+    /// Removes a model as commit `seq` and fans the removal out; the removed model.
+    pub(super) fn commit_remove(
+        &mut self,
+        conns: &mut Conns<S>,
+        seq: u64,
+        oid: u64,
+        origin: &Origin,
+        jobs: &mut Vec<Job>,
+    ) -> Option<C::Model> {
+        let old = self.models.remove(&oid)?;
+        if !self.observers.is_empty() {
+            let changed = AttrSet::EMPTY;
+            jobs_for(
+                &self.observers,
+                seq,
+                oid,
+                origin,
+                Some(&old),
+                None,
+                changed,
+                jobs,
+            );
+        }
+        super::fanout::removed(&self.name_json, self.idx, conns, oid);
+        Some(old)
+    }
+
+    /// Fans a new model out; its creator (a client) gets `created` instead of `add`.
+    pub(super) fn fanout_added(
+        &self,
+        conns: &mut Conns<S>,
+        oid: u64,
+        origin: Option<(ConnId, u64, &str)>,
+    ) {
+        let Some(model) = self.models.get(&oid) else {
+            return;
+        };
+        let mut cache = super::view::ViewCache::default();
+        for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
+            let now = self.view(model, conn, *id, oid);
+            if let Some(mask) = now {
+                conn.held[self.idx].insert(oid, mask);
+            }
+            match origin {
+                Some((origin, req, tmp)) if origin == *id => {
+                    conn.outbox.push_control(wire::created(
+                        &self.name_json,
+                        req,
+                        tmp,
+                        oid,
+                        now.map(|m| (model, m)),
+                    ));
+                }
+                _ => {
+                    if let Some(mask) = now {
+                        let delta = super::view::Delta::Add(mask);
+                        conn.outbox.push(
+                            cache.get(delta, || wire::add(&self.name_json, oid, model, mask)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl<C, S> CollState<S> for Store<C, S>
 where
     C: CollectionPermissions<S>,
@@ -254,21 +395,8 @@ where
                     ));
                 }
                 oids.saw(oid);
-                if !self.observers.is_empty() {
-                    jobs_for(
-                        &self.observers,
-                        seq,
-                        oid,
-                        &proposal.origin,
-                        None,
-                        Some(&*model),
-                        AttrSet::EMPTY,
-                        jobs,
-                    );
-                }
-                self.models.insert(oid, *model);
-                let origin = client.map(|(c, r)| (c, r, proposal.tmp.as_deref().unwrap_or("")));
-                self.fanout_added(conns, oid, origin);
+                let creator = client.map(|(c, r)| (c, r, proposal.tmp.as_deref().unwrap_or("")));
+                self.commit_insert(conns, seq, oid, &proposal.origin, *model, creator, jobs);
                 return Ok(Applied {
                     oid,
                     existing: false,
@@ -279,49 +407,15 @@ where
                 let Ok(model) = model.downcast::<C::Model>() else {
                     unreachable!("proposals of `{}` hold its models", C::NAME)
                 };
-                if let Some(slot) = self.models.get_mut(&oid) {
-                    // A staged write was validated on the head; if something else changed the
-                    // model meanwhile (an announce), what changes now is measured here.
-                    let changed = if proposal.gate.is_some() {
-                        really_changed(slot, &model, AttrSet::first(C::Model::ATTRS.len()))
-                    } else {
-                        changed
-                    };
-                    let old = std::mem::replace(slot, *model);
-                    if !self.observers.is_empty() {
-                        jobs_for(
-                            &self.observers,
-                            seq,
-                            oid,
-                            &proposal.origin,
-                            Some(&old),
-                            self.models.get(&oid),
-                            changed,
-                            jobs,
-                        );
-                    }
-                    if !changed.is_empty() {
-                        super::fanout::changed(self, conns, oid, changed);
-                    }
-                }
+                // A staged write was validated on the head; if something else changed the model
+                // meanwhile (an announce), what changes is measured against the current value.
+                let changed = proposal.gate.is_none().then_some(changed);
+                self.commit_replace(conns, seq, oid, &proposal.origin, *model, changed, jobs);
             }
             Op::Delete => {
-                if let Some(old) = self.models.remove(&oid) {
-                    if !self.observers.is_empty() {
-                        jobs_for(
-                            &self.observers,
-                            seq,
-                            oid,
-                            &proposal.origin,
-                            Some(&old),
-                            None,
-                            AttrSet::EMPTY,
-                            jobs,
-                        );
-                    }
-                    super::fanout::removed(&self.name_json, self.idx, conns, oid);
-                    removed = Some(Box::new(old) as Box<dyn Any + Send>);
-                }
+                removed = self
+                    .commit_remove(conns, seq, oid, &proposal.origin, jobs)
+                    .map(|old| Box::new(old) as Box<dyn Any + Send>);
             }
             Op::Read => {
                 // Answered by the engine.
@@ -419,69 +513,15 @@ where
                     return false;
                 }
                 oids.saw(oid);
-                if !self.observers.is_empty() {
-                    jobs_for(
-                        &self.observers,
-                        seq,
-                        oid,
-                        &origin,
-                        None,
-                        Some(&*model),
-                        AttrSet::EMPTY,
-                        jobs,
-                    );
-                }
-                self.models.insert(oid, *model);
-                self.fanout_added(conns, oid, None);
+                self.commit_insert(conns, seq, oid, &origin, *model, None, jobs);
                 true
             }
-            Announce::Updated(oid, model) => {
-                let Ok(model) = model.downcast::<C::Model>() else {
-                    return false;
-                };
-                let Some(slot) = self.models.get_mut(&oid) else {
-                    return false;
-                };
+            Announce::Updated(oid, model) => match model.downcast::<C::Model>() {
                 // Only the attributes whose encoding changed go out.
-                let all = AttrSet::first(C::Model::ATTRS.len());
-                let changed = really_changed(slot, &model, all);
-                let old = std::mem::replace(slot, *model);
-                if !self.observers.is_empty() {
-                    jobs_for(
-                        &self.observers,
-                        seq,
-                        oid,
-                        &origin,
-                        Some(&old),
-                        self.models.get(&oid),
-                        changed,
-                        jobs,
-                    );
-                }
-                if !changed.is_empty() {
-                    super::fanout::changed(self, conns, oid, changed);
-                }
-                true
-            }
-            Announce::Deleted(oid) => {
-                let Some(old) = self.models.remove(&oid) else {
-                    return false;
-                };
-                if !self.observers.is_empty() {
-                    jobs_for(
-                        &self.observers,
-                        seq,
-                        oid,
-                        &origin,
-                        Some(&old),
-                        None,
-                        AttrSet::EMPTY,
-                        jobs,
-                    );
-                }
-                super::fanout::removed(&self.name_json, self.idx, conns, oid);
-                true
-            }
+                Ok(model) => self.commit_replace(conns, seq, oid, &origin, *model, None, jobs),
+                Err(_) => false,
+            },
+            Announce::Deleted(oid) => self.commit_remove(conns, seq, oid, &origin, jobs).is_some(),
         }
     }
 }

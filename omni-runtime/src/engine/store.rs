@@ -17,14 +17,13 @@ use crate::collection::{Collection, CollectionPermissions, Ctx, Seeded};
 use crate::hooks::guard;
 use crate::ids::ConnId;
 use crate::model::{Access, AttrSet, Attribute, Model, Oid, Permissions};
-use crate::protocol::encode::{self as wire};
 use crate::rules::{Action, Rules};
 use crate::storage::{Method, StoreError, StoreRequest};
 
 use super::coll::{ChannelFn, Codec, Cx};
 use super::commit::{Gate, Op, Origin, Proposal, Refusal};
 use super::observe::ObserverFn;
-use super::state::{ConnState, Conns};
+use super::state::ConnState;
 use super::view::readable;
 
 /// The writes to one model accepted but not yet applied.
@@ -135,6 +134,15 @@ impl<C: Collection, S> Store<C, S> {
                         )),
                     )
                 }),
+        }
+    }
+
+    /// The stored document, only when a storage will see it (the fast path has none).
+    fn doc(&self, staged: bool, model: &C::Model, oid: u64) -> Result<Option<Bytes>, Refusal> {
+        if staged {
+            self.encode(model, oid)
+        } else {
+            Ok(None)
         }
     }
 
@@ -368,19 +376,7 @@ where
             // their way it still goes behind them: if they fail, so does this one.)
             return Ok(None);
         }
-        let doc = self.encode(&next, oid)?;
-        let request = self.request(Method::Update, oid, doc, changed);
-        let head = cx.staged.then(|| Some(next.clone()));
-        Ok(Some(self.propose(
-            cx.staged,
-            oid,
-            Op::Update {
-                model: Box::new(next),
-                changed,
-            },
-            head,
-            request,
-        )))
+        self.propose_update(cx.staged, oid, next, changed).map(Some)
     }
 
     pub(super) fn client_add(
@@ -441,7 +437,7 @@ where
                 StoreError::failed(format!("not a model of `{}`", C::NAME)),
             ));
         };
-        let doc = self.encode(typed, oid)?;
+        let doc = self.doc(cx.staged, typed, oid)?;
         let request = self.request(Method::Create, oid, doc, AttrSet::EMPTY);
         let head = cx.staged.then(|| Some(typed.clone()));
         Ok(self.propose(cx.staged, oid, Op::Create(model), head, request))
@@ -521,56 +517,24 @@ where
             // applied, and sends nothing.)
             return Ok(None);
         }
-        let doc = self.encode(&next, oid)?;
-        let request = self.request(Method::Update, oid, doc, changed);
-        let head = cx.staged.then(|| Some(next.clone()));
-        Ok(Some(self.propose(
-            cx.staged,
-            oid,
-            Op::Update {
-                model: Box::new(next),
-                changed,
-            },
-            head,
-            request,
-        )))
+        self.propose_update(cx.staged, oid, next, changed).map(Some)
     }
 
-    /// Fans a new model out; its creator (a client) gets `created` instead of `add`.
-    pub(super) fn fanout_added(
-        &self,
-        conns: &mut Conns<S>,
+    /// The proposal of an update to `next`.
+    fn propose_update(
+        &mut self,
+        staged: bool,
         oid: u64,
-        origin: Option<(ConnId, u64, &str)>,
-    ) {
-        let Some(model) = self.models.get(&oid) else {
-            return;
+        next: C::Model,
+        changed: AttrSet,
+    ) -> Result<Proposal, Refusal> {
+        let doc = self.doc(staged, &next, oid)?;
+        let request = self.request(Method::Update, oid, doc, changed);
+        let head = staged.then(|| Some(next.clone()));
+        let op = Op::Update {
+            model: Box::new(next),
+            changed,
         };
-        let mut cache = super::view::ViewCache::default();
-        for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
-            let now = self.view(model, conn, *id, oid);
-            if let Some(mask) = now {
-                conn.held[self.idx].insert(oid, mask);
-            }
-            match origin {
-                Some((origin, req, tmp)) if origin == *id => {
-                    conn.outbox.push_control(wire::created(
-                        &self.name_json,
-                        req,
-                        tmp,
-                        oid,
-                        now.map(|m| (model, m)),
-                    ));
-                }
-                _ => {
-                    if let Some(mask) = now {
-                        let delta = super::view::Delta::Add(mask);
-                        conn.outbox.push(
-                            cache.get(delta, || wire::add(&self.name_json, oid, model, mask)),
-                        );
-                    }
-                }
-            }
-        }
+        Ok(self.propose(staged, oid, op, head, request))
     }
 }
