@@ -54,7 +54,7 @@ where
             );
         }
         self.models.insert(oid, model);
-        self.fanout_added(conns, oid, creator);
+        super::fanout::added(self, conns, oid, creator);
     }
 
     /// Replaces a model as commit `seq` and fans out the attributes `changed` (`None`: those
@@ -120,44 +120,6 @@ where
         }
         super::fanout::removed(&self.name_json, self.idx, conns, oid);
         Some(old)
-    }
-
-    /// Fans a new model out; its creator (a client) gets `created` instead of `add`.
-    pub(super) fn fanout_added(
-        &self,
-        conns: &mut Conns<S>,
-        oid: u64,
-        origin: Option<(ConnId, u64, &str)>,
-    ) {
-        let Some(model) = self.models.get(&oid) else {
-            return;
-        };
-        let mut cache = super::view::ViewCache::default();
-        for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
-            let now = self.view(model, conn, *id, oid);
-            if let Some(mask) = now {
-                conn.held[self.idx].insert(oid, mask);
-            }
-            match origin {
-                Some((origin, req, tmp)) if origin == *id => {
-                    conn.outbox.push_control(wire::created(
-                        &self.name_json,
-                        req,
-                        tmp,
-                        oid,
-                        now.map(|m| (model, m)),
-                    ));
-                }
-                _ => {
-                    if let Some(mask) = now {
-                        let delta = super::view::Delta::Add(mask);
-                        conn.outbox.push(
-                            cache.get(delta, || wire::add(&self.name_json, oid, model, mask)),
-                        );
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -257,16 +219,7 @@ where
             let now = self.view(model, conn, conn_id, oid);
             let held = conn.held[self.idx].get(&oid).copied();
             let delta = super::view::diff(held, now, AttrSet::EMPTY);
-            super::fanout::send(
-                &self.name_json,
-                conn,
-                self.idx,
-                held,
-                oid,
-                model,
-                delta,
-                None,
-            );
+            super::fanout::send(&self.name_json, conn, self.idx, held, oid, model, delta);
         }
     }
 

@@ -1,16 +1,18 @@
 //! Fan-out: sending every connection exactly the difference a commit made to what it may see.
 
+use bytes::Bytes;
+
 use crate::collection::CollectionPermissions;
+use crate::ids::ConnId;
 use crate::model::{AttrSet, Model, Permissions};
+use crate::outbox::Outbox;
 use crate::protocol::encode as wire;
 
-use super::state::{ConnState, Conns};
+use super::state::{ConnState, Conns, Held};
 use super::store::Store;
 use super::view::{Delta, ViewCache, diff};
 
-/// Sends one connection what `delta` says about a model and records what it now holds. With a
-/// cache, connections that get the same delta share one encoding.
-#[allow(clippy::too_many_arguments)] // the hot path: no struct to build per connection
+/// Sends one connection what `delta` says about a model and records what it now holds.
 pub(super) fn send<S, M: Model>(
     name_json: &str,
     conn: &mut ConnState<S>,
@@ -19,24 +21,32 @@ pub(super) fn send<S, M: Model>(
     oid: u64,
     model: &M,
     delta: Delta,
-    cache: Option<&mut ViewCache>,
 ) {
-    let held = &mut conn.held[idx];
-    let encode = || match delta {
+    if record(&mut conn.held[idx], had, oid, delta) {
+        conn.outbox.push(encode(name_json, oid, model, delta));
+    }
+}
+
+/// The message that tells a connection `delta` (not [`Delta::None`]).
+fn encode<M: Model>(name_json: &str, oid: u64, model: &M, delta: Delta) -> Bytes {
+    match delta {
         Delta::Add(mask) => wire::add(name_json, oid, model, mask),
         Delta::Remove => wire::remove(name_json, oid),
         Delta::Change { set, unset } => wire::change(name_json, oid, model, set, unset),
         Delta::None => unreachable!("nothing to encode"),
-    };
-    let msg = match delta {
-        Delta::None => return,
+    }
+}
+
+/// Records in `held` what a connection holds after `delta`; whether there is anything to send.
+#[inline(always)]
+fn record(held: &mut Held, had: Option<AttrSet>, oid: u64, delta: Delta) -> bool {
+    match delta {
+        Delta::None => return false,
         Delta::Add(mask) => {
             held.insert(oid, mask);
-            cache.map_or_else(encode, |c| c.get(delta, encode))
         }
         Delta::Remove => {
             held.remove(&oid);
-            cache.map_or_else(encode, |c| c.get(delta, encode))
         }
         Delta::Change { set, unset } => {
             // What it holds now is what it may see: had + set - unset.
@@ -45,13 +55,20 @@ pub(super) fn send<S, M: Model>(
             if now != had {
                 held.insert(oid, now);
             }
-            cache.map_or_else(encode, |c| c.get(delta, encode))
         }
-    };
-    conn.outbox.push(msg);
+    }
+    true
 }
 
 /// Fans out a change of the attributes `changed` of one model to every ready connection.
+///
+/// Two passes, for memory-level parallelism. The first works out each connection's delta and
+/// which encoding it gets; its lookups in `held` miss the cache, and with no atomic operation in
+/// the loop the CPU overlaps those misses across connections (cloning a cached encoding is an
+/// atomic too, but on a line this core holds). The second pushes: a push's lock is an atomic on
+/// another core's line that waits for every load before it, so doing both in one loop made
+/// each connection wait for its own misses (0.89x the deliveries/s at the maximum
+/// rate; docs/BENCHMARKS.md, "The commit log").
 pub(super) fn changed<C, S>(store: &Store<C, S>, conns: &mut Conns<S>, oid: u64, changed: AttrSet)
 where
     C: CollectionPermissions<S>,
@@ -62,29 +79,75 @@ where
         return;
     };
     let mut cache = ViewCache::default();
+    let mut out: Vec<(&Outbox, Bytes)> = Vec::with_capacity(conns.len());
     for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
         let now = store.view(model, conn, *id, oid);
-        let held = conn.held[store.idx].get(&oid).copied();
-        let delta = diff(held, now, changed);
-        send(
-            &store.name_json,
-            conn,
-            store.idx,
-            held,
-            oid,
-            model,
-            delta,
-            Some(&mut cache),
-        );
+        let held = &mut conn.held[store.idx];
+        let had = held.get(&oid).copied();
+        let delta = diff(had, now, changed);
+        if record(held, had, oid, delta) {
+            let msg = cache.get(delta, || encode(&store.name_json, oid, model, delta));
+            out.push((&conn.outbox, msg));
+        }
+    }
+    push_all(out);
+}
+
+/// Fans a new model out to every ready connection; its creator (a client) gets `created`
+/// instead of `add`. Two passes, as [`changed`].
+pub(super) fn added<C, S>(
+    store: &Store<C, S>,
+    conns: &mut Conns<S>,
+    oid: u64,
+    creator: Option<(ConnId, u64, &str)>,
+) where
+    C: CollectionPermissions<S>,
+    C::Model: Permissions<S>,
+    S: Send + Sync + 'static,
+{
+    let Some(model) = store.models.get(&oid) else {
+        return;
+    };
+    let mut cache = ViewCache::default();
+    let mut out: Vec<(&Outbox, Bytes)> = Vec::with_capacity(conns.len());
+    for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
+        let now = store.view(model, conn, *id, oid);
+        if let Some(mask) = now {
+            conn.held[store.idx].insert(oid, mask);
+        }
+        match creator {
+            Some((creator, req, tmp)) if creator == *id => {
+                let view = now.map(|m| (model, m));
+                let created = wire::created(&store.name_json, req, tmp, oid, view);
+                conn.outbox.push_control(created);
+            }
+            _ => {
+                if let Some(mask) = now {
+                    let delta = Delta::Add(mask);
+                    let msg = cache.get(delta, || encode(&store.name_json, oid, model, delta));
+                    out.push((&conn.outbox, msg));
+                }
+            }
+        }
+    }
+    push_all(out);
+}
+
+/// Pushes each message into its outbox.
+fn push_all(out: Vec<(&Outbox, Bytes)>) {
+    for (outbox, msg) in out {
+        outbox.push(msg);
     }
 }
 
 /// Fans out the removal of one model to every connection holding it.
 pub(super) fn removed<S>(name_json: &str, idx: usize, conns: &mut Conns<S>, oid: u64) {
     let msg = wire::remove(name_json, oid);
-    for conn in conns.values_mut() {
-        if conn.held[idx].remove(&oid).is_some() {
-            conn.outbox.push(msg.clone());
-        }
+    let holders: Vec<&Outbox> = conns
+        .values_mut()
+        .filter_map(|conn| conn.held[idx].remove(&oid).map(|_| &*conn.outbox))
+        .collect();
+    for outbox in holders {
+        outbox.push(msg.clone());
     }
 }

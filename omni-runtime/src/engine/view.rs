@@ -75,6 +75,7 @@ pub(crate) struct ViewCache {
 }
 
 impl ViewCache {
+    /// The encoding of `delta`, made with `make` the first time.
     pub(crate) fn get(&mut self, delta: Delta, make: impl FnOnce() -> Bytes) -> Bytes {
         if let Some((_, bytes)) = self.entries.iter().find(|(d, _)| *d == delta) {
             return bytes.clone();
