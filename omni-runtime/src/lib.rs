@@ -15,6 +15,7 @@ mod engine;
 pub mod error;
 mod hooks;
 mod ids;
+mod metrics;
 pub mod model;
 mod outbox;
 mod protocol;
@@ -35,6 +36,9 @@ pub use omni_macros::{Model, collection};
 pub use conn::{Conn, ConnId};
 pub use error::{EventError, WorldError};
 pub use model::Oid;
+/// The Prometheus client the server's metrics use, for a [`storage::Backend`] that registers
+/// its own ([`storage::Backend::register_metrics`]).
+pub use prometheus_client;
 pub use server::{Config, Omni, Server};
 pub use world::{Coll, World, Write};
 

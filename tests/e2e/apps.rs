@@ -10,7 +10,7 @@ pub(crate) struct DocSession {
 }
 
 /// A document whose `note` only admins may read; readable unless `hidden`.
-#[derive(Model, Clone, Default, Debug)]
+#[derive(Model, Clone, Default, Debug, Serialize, Deserialize)]
 pub(crate) struct Doc {
     pub(crate) title: String,
     pub(crate) note: String,

@@ -12,6 +12,7 @@ mod hardening;
 mod http;
 mod leaks;
 mod limits;
+mod metrics;
 mod order;
 mod pipeline;
 mod storage;

@@ -118,7 +118,7 @@ where
                 jobs,
             );
         }
-        super::fanout::removed(&self.name_json, self.idx, conns, oid);
+        super::fanout::removed(self, conns, oid);
         Some(old)
     }
 }
@@ -131,6 +131,14 @@ where
 {
     fn name(&self) -> &'static str {
         C::NAME
+    }
+
+    fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    fn instrument(&mut self, metrics: &crate::metrics::Metrics) {
+        self.delivered = crate::metrics::Delivered::of(metrics, C::NAME);
     }
 
     fn model_name(&self) -> &'static str {

@@ -62,6 +62,10 @@ pub(crate) struct Applied {
 /// One collection, with its model type erased so the engine can hold many.
 pub(crate) trait CollState<S>: Send + Sync {
     fn name(&self) -> &'static str;
+    /// How many models it holds (applied).
+    fn len(&self) -> usize;
+    /// Takes its delivery counters from the server's metrics.
+    fn instrument(&mut self, metrics: &crate::metrics::Metrics);
     /// The model's Rust type name.
     fn model_name(&self) -> &'static str;
     fn type_id(&self) -> std::any::TypeId;

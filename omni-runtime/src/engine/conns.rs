@@ -17,6 +17,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
         let mut st = self.lock("connect");
         let colls = st.colls.len();
         st.conns.insert(id, ConnState::new(session, outbox, colls));
+        drop(st);
+        self.metrics().connections.inc();
+        self.metrics().connections_open.inc();
     }
 
     /// Marks a connection ready and queues its `hello` and first snapshot.
@@ -30,6 +33,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
         conn.outbox.push_control(wire::hello(id.raw(), log.epoch));
         if let Some(snapshot) = snapshot(&mut st, id) {
             st.conns[&id].outbox.push(snapshot);
+            self.metrics().snapshots.inc();
         }
     }
 
@@ -42,7 +46,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
 
     /// Forgets a connection.
     pub(crate) fn forget(&self, id: ConnId) {
-        self.lock("forget").conns.remove(&id);
+        if self.lock("forget").conns.remove(&id).is_some() {
+            self.metrics().connections_open.dec();
+        }
     }
 
     /// Replaces everything queued for a connection with a fresh snapshot (after its outbox
@@ -53,6 +59,8 @@ impl<S: Send + Sync + 'static> Engine<S> {
             && let Some(conn) = st.conns.get(&id)
         {
             conn.outbox.reset_with([snapshot]);
+            self.metrics().snapshots.inc();
+            self.metrics().resyncs.inc();
         }
     }
 

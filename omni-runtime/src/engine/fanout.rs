@@ -80,17 +80,43 @@ where
     };
     let mut cache = ViewCache::default();
     let mut out: Vec<(&Outbox, Bytes)> = Vec::with_capacity(conns.len());
+    let mut kinds = [0u64; 3];
     for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
         let now = store.view(model, conn, *id, oid);
         let held = &mut conn.held[store.idx];
         let had = held.get(&oid).copied();
         let delta = diff(had, now, changed);
         if record(held, had, oid, delta) {
+            kinds[kind(delta)] += 1;
             let msg = cache.get(delta, || encode(&store.name_json, oid, model, delta));
             out.push((&conn.outbox, msg));
         }
     }
     push_all(out);
+    count(store, kinds);
+}
+
+/// The index of a delta's kind in a tally: add, change, remove.
+fn kind(delta: Delta) -> usize {
+    match delta {
+        Delta::Add(_) => 0,
+        Delta::Change { .. } => 1,
+        _ => 2,
+    }
+}
+
+/// Adds a fan-out's tally to the collection's delivery counters.
+fn count<C: crate::collection::Collection, S>(store: &Store<C, S>, kinds: [u64; 3]) {
+    let d = &store.delivered;
+    for (counter, n) in [
+        (&d.add, kinds[0]),
+        (&d.change, kinds[1]),
+        (&d.remove, kinds[2]),
+    ] {
+        if n > 0 {
+            counter.inc_by(n);
+        }
+    }
 }
 
 /// Fans a new model out to every ready connection; its creator (a client) gets `created`
@@ -130,6 +156,7 @@ pub(super) fn added<C, S>(
             }
         }
     }
+    store.delivered.add.inc_by(out.len() as u64);
     push_all(out);
 }
 
@@ -141,12 +168,18 @@ fn push_all(out: Vec<(&Outbox, Bytes)>) {
 }
 
 /// Fans out the removal of one model to every connection holding it.
-pub(super) fn removed<S>(name_json: &str, idx: usize, conns: &mut Conns<S>, oid: u64) {
+pub(super) fn removed<C: crate::collection::Collection, S>(
+    store: &Store<C, S>,
+    conns: &mut Conns<S>,
+    oid: u64,
+) {
+    let (name_json, idx) = (&store.name_json, store.idx);
     let msg = wire::remove(name_json, oid);
     let holders: Vec<&Outbox> = conns
         .values_mut()
         .filter_map(|conn| conn.held[idx].remove(&oid).map(|_| &*conn.outbox))
         .collect();
+    store.delivered.remove.inc_by(holders.len() as u64);
     for outbox in holders {
         outbox.push(msg.clone());
     }

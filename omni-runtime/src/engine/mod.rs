@@ -41,6 +41,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 
 use crate::ids::ConnId;
+use crate::metrics::Metrics;
 use crate::protocol::decode::CollRequest;
 use crate::protocol::encode::{self as wire, Target};
 use crate::storage::{Storage, StoreReply};
@@ -73,6 +74,7 @@ pub(crate) struct Core<S> {
     state: parking_lot::Mutex<State<S>>,
     storage: Storage,
     observers: Observers,
+    metrics: Arc<Metrics>,
     me: Weak<Core<S>>,
 }
 
@@ -130,15 +132,32 @@ impl Pending {
 }
 
 impl<S: Send + Sync + 'static> Engine<S> {
-    pub(crate) fn new(state: State<S>, storage: Storage) -> Self {
-        Engine {
-            core: Arc::new_cyclic(|me| Core {
-                state: parking_lot::Mutex::new(state),
-                storage,
-                observers: Observers::new(),
-                me: me.clone(),
-            }),
+    pub(crate) fn new(mut state: State<S>, storage: Storage, metrics: Arc<Metrics>) -> Self {
+        for coll in &mut state.colls {
+            coll.instrument(&metrics);
         }
+        metrics.register_with(|registry| storage.backend().register_metrics(registry));
+        let core = Arc::new_cyclic(|me| Core {
+            state: parking_lot::Mutex::new(state),
+            storage,
+            observers: Observers::new(),
+            metrics: metrics.clone(),
+            me: me.clone(),
+        });
+        let weak = Arc::downgrade(&core);
+        metrics.count_models(move || {
+            let Some(core) = weak.upgrade() else {
+                return Vec::new();
+            };
+            let st = core.lock("counting models for metrics");
+            st.colls.iter().map(|c| (c.name(), c.len())).collect()
+        });
+        Engine { core }
+    }
+
+    /// The server's metrics.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.core.metrics
     }
 
     /// Locks the state. `what` names the caller in the panic of a re-entrant call.
@@ -325,6 +344,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
         proposal: Proposal,
         request: Option<CollRequest>,
     ) -> Result<Applied, Refusal> {
+        let started = std::time::Instant::now();
         let mut unfinished = Unfinished {
             engine: self,
             coll: proposal.coll,
@@ -374,6 +394,13 @@ impl<S: Send + Sync + 'static> Engine<S> {
             }
         };
         unfinished.gate = None; // finished: settled under the lock above
+        let metrics = &self.core.metrics;
+        if result.is_ok() {
+            let took = started.elapsed().as_secs_f64();
+            metrics.commit_seconds.observe(took);
+        } else {
+            metrics.commits_failed.inc();
+        }
         if let Some(gate) = gate {
             gate.open(result.is_ok());
         }
@@ -416,7 +443,10 @@ impl<S: Send + Sync + 'static> Engine<S> {
         };
         let result = colls[idx].apply(conns, oids, seq, proposal, oid, &mut jobs);
         match &result {
-            Ok(_) => log.seq = seq,
+            Ok(_) => {
+                log.seq = seq;
+                self.core.metrics.commits.inc();
+            }
             Err(refusal) => {
                 if let (Origin::Client { conn, req }, Some(request)) = (&origin, request) {
                     answer_refusal(st, idx, *conn, *req, request, refusal);

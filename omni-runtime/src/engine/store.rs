@@ -53,6 +53,8 @@ pub(crate) struct Store<C: Collection, S> {
     pub(crate) channel: Option<ChannelFn<C::Model>>,
     pub(crate) rules: Rules<S>,
     pub(crate) observers: Vec<ObserverFn<C::Model>>,
+    /// The fan-out's delivery counters (metrics).
+    pub(super) delivered: crate::metrics::Delivered,
 }
 
 impl<C: Collection, S> Store<C, S> {
@@ -69,6 +71,7 @@ impl<C: Collection, S> Store<C, S> {
             channel: None,
             rules: Rules::new(),
             observers: Vec::new(),
+            delivered: crate::metrics::Delivered::default(),
         }
     }
 

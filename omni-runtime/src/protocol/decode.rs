@@ -27,6 +27,19 @@ pub(crate) enum CollRequest {
     },
 }
 
+impl CollRequest {
+    /// Its kind, as the metrics name it.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            CollRequest::Change { .. } => "change",
+            CollRequest::Add { .. } => "add",
+            CollRequest::Remove { .. } => "remove",
+            CollRequest::Read { .. } => "read",
+            CollRequest::Subscribe { .. } => "subscribe",
+        }
+    }
+}
+
 /// One decoded client message.
 #[derive(Debug)]
 pub(crate) enum ClientMsg {

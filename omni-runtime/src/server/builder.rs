@@ -278,6 +278,18 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         self
     }
 
+    /// Serves the server's Prometheus metrics at `path` (for example `"/metrics"`) on the same
+    /// listener: connections, messages in and out, deliveries, snapshots and resyncs, rate-limit
+    /// refusals and disconnects by reason, event and commit latency, the durable store's group
+    /// commits, models per collection (README, "In production"). Anyone who can reach the port
+    /// can read them: serve them only where that is fine, or use
+    /// [`Server::metrics`](crate::Server::metrics) behind your own route.
+    pub fn metrics(mut self, path: &str) -> Self {
+        let path = path.trim_start_matches('/');
+        self.config.metrics_path = Some(format!("/{path}"));
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -309,7 +321,7 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         let engine_waits = self.storage.custom();
         Ok(Server {
             shared: Arc::new(Shared {
-                engine: Engine::new(self.state, self.storage),
+                engine: Engine::new(self.state, self.storage, Arc::default()),
                 engine_waits,
                 events: self.events,
                 on_connect: self.on_connect,

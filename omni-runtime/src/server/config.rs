@@ -35,6 +35,11 @@ pub struct Config {
     /// (7.6 KiB each at 4 KiB, 15,000 connections), but below 4 KiB throughput collapses once
     /// the server is saturated (docs/BENCHMARKS.md). Default: 4 KiB.
     pub socket_read_buffer: usize,
+    /// Path at which the Prometheus metrics are served (OpenMetrics text, `GET`), e.g.
+    /// `"/metrics"`; set it with [`Omni::metrics`](crate::Omni::metrics). The metrics are
+    /// counted either way; [`Server::metrics`](crate::Server::metrics) returns the same text to
+    /// serve elsewhere (another port, behind authentication). Default: `None` (not served).
+    pub metrics_path: Option<String>,
 }
 
 impl Default for Config {
@@ -50,6 +55,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             max_connections_per_ip: 256,
             socket_read_buffer: 4 * 1024,
+            metrics_path: None,
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::conn::Conn;
 use crate::hooks::panic_message;
 use crate::ids::ConnId;
+use crate::metrics::{EventName, Kind, Reason};
 use crate::outbox::{Drain, Outbox, frame};
 use crate::protocol::decode::{self, ClientMsg, CollRequest};
 use crate::protocol::encode as wire;
@@ -54,6 +55,17 @@ pub(super) async fn connection<S: Default + Send + Sync + 'static>(
             connected = false;
             break;
         }
+    }
+    if !connected {
+        let reason = Reason {
+            reason: "connect_hook",
+        };
+        shared
+            .engine
+            .metrics()
+            .disconnects
+            .get_or_create(&reason)
+            .inc();
     }
     if connected {
         shared.engine.start(id);
@@ -140,11 +152,19 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
     /// Moves messages both ways until the client goes away, floods, or the server closes it.
     /// Returns the writer task, if one was started, to be awaited.
     async fn run(mut self, tx: &mut Tx, rx: &mut Rx) -> Option<tokio::task::JoinHandle<()>> {
-        self.pump(tx, rx).await;
+        let reason = self.pump(tx, rx).await;
+        self.shared
+            .engine
+            .metrics()
+            .disconnects
+            .get_or_create(&Reason { reason })
+            .inc();
         self.writer.take().map(|(_, task)| task)
     }
 
-    async fn pump(&mut self, tx: &mut Tx, rx: &mut Rx) {
+    /// Returns why it stopped: `client` (closed, gone or a protocol error), `flood`, `too_big`
+    /// or `server` (the server closed the connection).
+    async fn pump(&mut self, tx: &mut Tx, rx: &mut Rx) -> &'static str {
         let id = self.conn.id;
         let mut pending = Vec::new();
         loop {
@@ -152,13 +172,13 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                 incoming = rx.next() => match incoming {
                     Some(Ok(msg)) => {
                         if msg.is_close() {
-                            return;
+                            return "client";
                         }
                         if !self.message(msg) {
                             tracing::warn!(conn = %id, "client flooded the server; disconnecting it");
                             let reason = "message rate limit exceeded repeatedly; disconnecting";
                             close(tx, CloseCode::Policy, reason).await;
-                            return;
+                            return "flood";
                         }
                     }
                     Some(Err(WsError::Capacity(e))) => {
@@ -172,28 +192,32 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                         // would reset it (RST) and the client could lose the close frame.
                         // Give it a moment to read it.
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        return;
+                        return "too_big";
                     }
                     Some(Err(e)) => {
                         tracing::debug!(conn = %id, error = %e, "websocket error");
-                        return;
+                        return "client";
                     }
-                    None => return,
+                    None => return "client",
                 },
                 _ = self.outbox.notified() => loop {
                     match self.outbox.drain(&mut pending) {
                         Drain::Items => {
                             let frame = frame(&pending);
+                            let metrics = self.shared.engine.metrics();
+                            metrics.frames_sent.inc();
+                            metrics.messages_sent.inc_by(pending.len() as u64);
+                            metrics.bytes_sent.inc_by(frame.len() as u64);
                             pending.clear();
                             if tx.send(text(&frame)).await.is_err() {
-                                return;
+                                return "client";
                             }
                         }
                         Drain::Resync => {
                             tracing::debug!(conn = %id, "outbound queue overflowed; resyncing the client");
                             self.shared.engine.resync(id);
                         }
-                        Drain::Close => return,
+                        Drain::Close => return "server",
                         Drain::Empty => break,
                     }
                 },
@@ -207,6 +231,7 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
         let text = match &msg {
             Message::Text(text) => text.as_str(),
             Message::Binary(_) => {
+                self.received("invalid");
                 // Counted like any message, so a flood of them is cut off too.
                 return match self.limit.take(1) {
                     RateVerdict::Abuse => false,
@@ -229,6 +254,7 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
+                self.received("invalid");
                 // Counted like any message: a flood of garbage is answered only up to the
                 // limit, then cut off.
                 return match self.limit.take(1) {
@@ -262,7 +288,13 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
             other => vec![other],
         };
         for item in items {
-            match decode::decode(item) {
+            let decoded = decode::decode(item);
+            self.received(match &decoded {
+                Err(_) => "invalid",
+                Ok(ClientMsg::Event { .. }) => "event",
+                Ok(ClientMsg::Coll { request, .. }) => request.kind(),
+            });
+            match decoded {
                 Err(bad) => self.outbox.push_control(wire::error(bad.req, &bad.reason)),
                 Ok(ClientMsg::Event { req, name, args }) => self.event(req, name, args),
                 Ok(ClientMsg::Coll {
@@ -282,8 +314,20 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
         true
     }
 
+    /// Counts a received message of `kind` (metrics).
+    fn received(&self, kind: &'static str) {
+        let metrics = self.shared.engine.metrics();
+        metrics.received.get_or_create(&Kind { kind }).inc();
+    }
+
     /// Every dropped request is answered, so no client promise waits forever.
     fn refuse_over_limit(&self, value: &serde_json::Value, warn: bool) {
+        let dropped = match value {
+            serde_json::Value::Array(items) => items.len().max(1),
+            _ => 1,
+        };
+        let metrics = self.shared.engine.metrics();
+        metrics.rate_limited.inc_by(dropped as u64);
         let config = &self.shared.config;
         let reason = format!(
             "message rate limit exceeded ({} per second, burst {}): message dropped, nothing changed",
@@ -365,9 +409,18 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
         tokio::spawn(async move {
             let _running = running;
             writes.finished_up_to(after).await;
+            let started = std::time::Instant::now();
             let result = AssertUnwindSafe(handler(conn.clone(), world, args))
                 .catch_unwind()
                 .await;
+            let label = EventName {
+                event: name.clone(),
+            };
+            conn.engine
+                .metrics()
+                .event_seconds
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
             let msg = match result {
                 Ok(Ok(json)) => wire::reply_ok(req, &json),
                 Ok(Err(e)) => wire::reply_err(req, &e),

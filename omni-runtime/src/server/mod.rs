@@ -100,6 +100,12 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
         &self.shared.schema
     }
 
+    /// The server's metrics as OpenMetrics text (what [`Omni::metrics`](crate::Omni::metrics)
+    /// serves), to serve on a route of your own.
+    pub fn metrics(&self) -> String {
+        self.shared.engine.metrics().encode()
+    }
+
     /// The server's routes as a warp filter, to mount Omni inside a bigger warp app:
     /// the WebSocket endpoint, `/omni.js` and the other client files, and the static directory.
     pub fn routes(&self) -> BoxedFilter<(warp::reply::Response,)> {
@@ -173,7 +179,30 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
                     }
                 },
             );
-        let routes = ws.or(assets).unify();
+        let shared = self.shared.clone();
+        let metrics_path = cfg.metrics_path.clone();
+        let metrics =
+            warp::get()
+                .and(warp::path::full())
+                .and_then(move |path: warp::path::FullPath| {
+                    let shared = shared.clone();
+                    let found = metrics_path.as_deref() == Some(path.as_str());
+                    async move {
+                        if !found {
+                            return Err(warp::reject::not_found());
+                        }
+                        let mut resp =
+                            warp::reply::Reply::into_response(shared.engine.metrics().encode());
+                        resp.headers_mut().insert(
+                            warp::http::header::CONTENT_TYPE,
+                            warp::http::HeaderValue::from_static(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            ),
+                        );
+                        Ok::<_, warp::Rejection>(resp)
+                    }
+                });
+        let routes = ws.or(metrics).unify().or(assets).unify();
         match &cfg.static_dir {
             Some(dir) => routes
                 .or(crate::static_files::dir(dir.clone()))

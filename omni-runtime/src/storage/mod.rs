@@ -242,6 +242,11 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Carries out one request that every middleware passed on; resolves once it is durable.
     fn call(&self, req: StoreRequest) -> BoxFuture<Result<StoreReply, StoreError>>;
+    /// Registers the backend's own metrics with the server's Prometheus registry (names get the
+    /// server's `omni_` prefix), once, when the server is built. Default: none.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let _ = registry;
+    }
 }
 
 /// A link of the storage stack (Backbone.IO's `backend.use(fn)`).

@@ -1,5 +1,6 @@
 //! The durable backend: one [redb](https://docs.rs/redb) file, group-committed.
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -53,6 +54,10 @@ struct Shared {
     mirror: std::fs::File,
     queue: parking_lot::Mutex<Queue>,
     wake: parking_lot::Condvar,
+    /// Writes per group commit (metrics).
+    batch_writes: Histogram,
+    /// Time of one group commit, fsync included (metrics).
+    commit_seconds: Histogram,
 }
 
 #[derive(Default)]
@@ -150,14 +155,14 @@ impl RedbStore {
             .create(true)
             .truncate(false)
             .open(&mirror)
-            .map_err(|e| {
-                StoreError::failed(format!("cannot open {}: {e}", mirror.display()))
-            })?;
+            .map_err(|e| StoreError::failed(format!("cannot open {}: {e}", mirror.display())))?;
         let shared = Arc::new(Shared {
             db,
             mirror,
             queue: parking_lot::Mutex::new(Queue::default()),
             wake: parking_lot::Condvar::new(),
+            batch_writes: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         });
         let writer = std::thread::Builder::new()
             .name("omni-redb-writer".into())
@@ -254,9 +259,14 @@ fn writer(shared: &Shared) {
                 std::mem::take(&mut queue.reserve),
             )
         };
+        let started = std::time::Instant::now();
         let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             commit(&shared.db, &batch, reserve)
         }));
+        shared
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        shared.batch_writes.observe(batch.len() as f64);
         let result = match committed {
             Ok(result) => result.map_err(|e| {
                 tracing::error!(error = %e, writes = batch.len(), "redb commit failed");
@@ -405,6 +415,19 @@ impl Backend for RedbStore {
             queue.reserve = queue.reserve.max(upto);
         }
         self.shared.wake.notify_one();
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "store_batch_writes",
+            "Writes per group commit of the redb store",
+            self.shared.batch_writes.clone(),
+        );
+        registry.register(
+            "store_commit_duration_seconds",
+            "Time of one group commit of the redb store, fsync included",
+            self.shared.commit_seconds.clone(),
+        );
     }
 
     fn call(&self, req: StoreRequest) -> BoxFuture<Result<StoreReply, StoreError>> {
