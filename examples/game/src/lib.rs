@@ -229,7 +229,8 @@ pub async fn count_move(world: World, event: Observed<Player>) {
     }
 }
 
-/// The game server: three collections, an observer, the `login` event, and the disconnect hook.
+/// The game server: three collections, an observer, the `login` event, the disconnect hook, and
+/// Prometheus metrics at `/metrics`.
 pub fn app(public_dir: impl Into<std::path::PathBuf>) -> Omni<Session> {
     Omni::<Session>::new()
         .collection(Players::with([]))
@@ -240,4 +241,5 @@ pub fn app(public_dir: impl Into<std::path::PathBuf>) -> Omni<Session> {
         .on_disconnect(logout)
         .static_dir(public_dir)
         .development(cfg!(debug_assertions))
+        .metrics("/metrics")
 }
