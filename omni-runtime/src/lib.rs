@@ -39,7 +39,7 @@ pub use model::Oid;
 /// The Prometheus client the server's metrics use, for a [`storage::Backend`] that registers
 /// its own ([`storage::Backend::register_metrics`]).
 pub use prometheus_client;
-pub use server::{Config, Omni, Server};
+pub use server::{AuthError, Config, Handshake, Omni, Server};
 pub use world::{Coll, World, Write};
 
 /// Server-side observers of commits: what [`Omni::observe`] hands to an observer.
@@ -55,7 +55,7 @@ pub mod prelude {
     pub use crate::model::{Access, Attribute, Model, Oid, Permissions};
     pub use crate::observe::{Observation, Observed, Origin};
     pub use crate::rules::{Action, Rules};
-    pub use crate::server::{Config, Omni, Server};
+    pub use crate::server::{AuthError, Config, Handshake, Omni, Server};
     pub use crate::storage::{
         Logging, MemoryStore, Method, Next, RedbStore, StoreError, StoreReply, StoreRequest,
     };

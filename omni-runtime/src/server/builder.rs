@@ -22,7 +22,7 @@ use crate::rules::Rules;
 use crate::storage::{Backend, Middleware, Storage, StoreError};
 use crate::world::World;
 
-use super::{Config, EventFn, HookFn, Server, Shared};
+use super::{AuthError, AuthFn, Config, EventFn, Handshake, HookFn, Server, Shared};
 
 /// Builds an Omni server: collections, events, hooks, options. `S` is the per-connection
 /// session type.
@@ -30,6 +30,7 @@ pub struct Omni<S> {
     state: State<S>,
     storage: Storage,
     events: HashMap<String, EventFn<S>>,
+    authenticate: Option<AuthFn<S>>,
     on_connect: Vec<HookFn<S>>,
     on_disconnect: Vec<HookFn<S>>,
     config: Config,
@@ -49,6 +50,7 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
             state: State::new(),
             storage: Storage::default(),
             events: HashMap::new(),
+            authenticate: None,
             on_connect: Vec::new(),
             on_disconnect: Vec::new(),
             config: Config::default(),
@@ -236,6 +238,22 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         self
     }
 
+    /// Checks every WebSocket upgrade request before the socket opens: the hook sees its
+    /// headers, cookies, query and peer address ([`Handshake`]) and returns the connection's
+    /// first session, or an [`AuthError`], answered with HTTP 401 or 403 (and its message as the
+    /// body) before any WebSocket frame. Typically it verifies a signed token from a cookie or
+    /// the query (`?token=`), so a reload keeps the user logged in. A panic in it refuses the
+    /// connection with 500. Runs after the origin check and the per-address limit, before the
+    /// connect hooks. Without it every connection starts with `S::default()`.
+    pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Handshake) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S, AuthError>> + Send + 'static,
+    {
+        self.authenticate = Some(Arc::new(move |handshake| Box::pin(hook(handshake))));
+        self
+    }
+
     /// Runs when a client connects, before it gets its snapshot: set up the session here, and
     /// the snapshot will follow it (Omni.js's `connect` event).
     pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
@@ -324,6 +342,7 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
                 engine: Engine::new(self.state, self.storage, Arc::default()),
                 engine_waits,
                 events: self.events,
+                authenticate: self.authenticate,
                 on_connect: self.on_connect,
                 on_disconnect: self.on_disconnect,
                 config: self.config,

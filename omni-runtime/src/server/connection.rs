@@ -32,10 +32,11 @@ type Rx = futures_util::stream::SplitStream<Socket>;
 pub(super) async fn connection<S: Default + Send + Sync + 'static>(
     shared: Arc<Shared<S>>,
     socket: Socket,
+    session: S,
 ) {
     let id = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed) + 1);
     let outbox = Arc::new(Outbox::new(shared.config.max_queue_bytes));
-    shared.engine.connect(id, S::default(), outbox.clone());
+    shared.engine.connect(id, session, outbox.clone());
     let conn = Conn {
         id,
         engine: shared.engine.clone(),

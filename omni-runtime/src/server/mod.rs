@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+mod auth;
 mod builder;
 mod config;
 mod connection;
@@ -22,11 +23,13 @@ mod limits;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use omni_client_gen::schema::Schema;
+use futures_util::FutureExt;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
@@ -39,6 +42,7 @@ use crate::upgrade::Upgrade;
 use crate::world::World;
 use limits::{origin_allowed, origin_hint};
 
+pub use auth::{AuthError, Handshake};
 pub use builder::Omni;
 pub use config::Config;
 
@@ -47,6 +51,7 @@ type EventFn<S> = Arc<
     dyn Fn(Conn<S>, World, serde_json::Value) -> BoxFuture<Result<Vec<u8>, String>> + Send + Sync,
 >;
 type HookFn<S> = Arc<dyn Fn(Conn<S>) -> BoxFuture<()> + Send + Sync>;
+type AuthFn<S> = Arc<dyn Fn(Handshake) -> BoxFuture<Result<S, AuthError>> + Send + Sync>;
 
 /// What the server's routes and connections share.
 pub(crate) struct Shared<S> {
@@ -54,6 +59,7 @@ pub(crate) struct Shared<S> {
     /// Whether writes may wait for the storage (a custom backend or middleware).
     engine_waits: bool,
     events: HashMap<String, EventFn<S>>,
+    authenticate: Option<AuthFn<S>>,
     on_connect: Vec<HookFn<S>>,
     on_disconnect: Vec<HookFn<S>>,
     pub(crate) config: Config,
@@ -111,56 +117,25 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
     pub fn routes(&self) -> BoxedFilter<(warp::reply::Response,)> {
         let shared = self.shared.clone();
         let cfg = &self.shared.config;
+        let query = warp::query::raw()
+            .map(Some)
+            .or(warp::any().map(|| None))
+            .unify();
         let ws = warp::path(cfg.ws_path.clone())
             .and(warp::path::end())
             .and(crate::upgrade::upgrade())
-            .and(warp::header::optional::<String>("origin"))
-            .and(warp::header::optional::<String>("host"))
+            .and(warp::header::headers_cloned())
+            .and(query)
             .and(warp::addr::remote())
-            .map(
+            .and_then(
                 move |ws: Upgrade,
-                      origin: Option<String>,
-                      host: Option<String>,
+                      headers: warp::http::HeaderMap,
+                      query: Option<String>,
                       peer: Option<std::net::SocketAddr>| {
                     let shared = shared.clone();
-                    if !origin_allowed(
-                        &shared.config.allowed_origins,
-                        origin.as_deref(),
-                        host.as_deref(),
-                    ) {
-                        tracing::warn!(
-                            origin = origin.as_deref().unwrap_or_default(),
-                            "refused a WebSocket from a foreign origin"
-                        );
-                        let mut resp =
-                            warp::reply::Reply::into_response(origin_hint(origin.as_deref()));
-                        *resp.status_mut() = warp::http::StatusCode::FORBIDDEN;
-                        return resp;
+                    async move {
+                        Ok::<_, warp::Rejection>(upgrade(shared, ws, headers, query, peer).await)
                     }
-                    let slot = match peer {
-                        Some(peer) => {
-                            let limit = shared.config.max_connections_per_ip;
-                            match shared.per_ip.take(peer.ip(), limit) {
-                                Some(slot) => Some(slot),
-                                None => {
-                                    tracing::warn!(%peer, limit, "refused a WebSocket: too many connections from one address");
-                                    let mut resp = warp::reply::Reply::into_response(format!(
-                                        "too many connections from {}: at most {limit} (Config::max_connections_per_ip)",
-                                        peer.ip()
-                                    ));
-                                    *resp.status_mut() = warp::http::StatusCode::TOO_MANY_REQUESTS;
-                                    return resp;
-                                }
-                            }
-                        }
-                        None => None,
-                    };
-                    let max = shared.config.max_message_size;
-                    let read = shared.config.socket_read_buffer;
-                    ws.accept(read, max, move |socket| async move {
-                        let _slot = slot; // counted until the connection ends
-                        connection::connection(shared, socket).await
-                    })
                 },
             );
         let shared = self.shared.clone();
@@ -234,6 +209,90 @@ impl<S: Default + Send + Sync + 'static> Server<S> {
             .run()
             .await
     }
+}
+
+/// Answers a WebSocket upgrade: the origin check, the per-address limit and the app's
+/// `authenticate` hook, in that order, each refusing with an HTTP status before the socket opens;
+/// then `101` and the connection.
+async fn upgrade<S: Default + Send + Sync + 'static>(
+    shared: Arc<Shared<S>>,
+    ws: Upgrade,
+    headers: warp::http::HeaderMap,
+    query: Option<String>,
+    peer: Option<std::net::SocketAddr>,
+) -> warp::reply::Response {
+    let refuse = |status: warp::http::StatusCode, body: String| {
+        let mut resp = warp::reply::Reply::into_response(body);
+        *resp.status_mut() = status;
+        resp
+    };
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let origin = header("origin");
+    if !origin_allowed(&shared.config.allowed_origins, origin, header("host")) {
+        tracing::warn!(
+            origin = origin.unwrap_or_default(),
+            "refused a WebSocket from a foreign origin"
+        );
+        let body = warp::reply::Reply::into_response(origin_hint(origin));
+        let mut resp = body;
+        *resp.status_mut() = warp::http::StatusCode::FORBIDDEN;
+        return resp;
+    }
+    let slot = match peer {
+        Some(peer) => {
+            let limit = shared.config.max_connections_per_ip;
+            match shared.per_ip.take(peer.ip(), limit) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::warn!(%peer, limit, "refused a WebSocket: too many connections from one address");
+                    return refuse(
+                        warp::http::StatusCode::TOO_MANY_REQUESTS,
+                        format!(
+                            "too many connections from {}: at most {limit} (Config::max_connections_per_ip)",
+                            peer.ip()
+                        ),
+                    );
+                }
+            }
+        }
+        None => None,
+    };
+    let session = match &shared.authenticate {
+        None => S::default(),
+        Some(authenticate) => {
+            let handshake = Handshake::new(headers.clone(), query, peer);
+            let verdict = AssertUnwindSafe(authenticate(handshake)).catch_unwind().await;
+            match verdict {
+                Ok(Ok(session)) => session,
+                Ok(Err(refusal)) => {
+                    tracing::debug!(?peer, %refusal, "authenticate refused a WebSocket");
+                    shared
+                        .engine
+                        .metrics()
+                        .disconnects
+                        .get_or_create(&crate::metrics::Reason {
+                            reason: "unauthenticated",
+                        })
+                        .inc();
+                    return refuse(refusal.status(), refusal.message().to_owned());
+                }
+                Err(panic) => {
+                    tracing::error!(panic = crate::hooks::panic_message(&panic), "authenticate hook panicked; refusing the connection");
+                    return refuse(
+                        warp::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "the server could not check this connection (authenticate hook failed)"
+                            .to_owned(),
+                    );
+                }
+            }
+        }
+    };
+    let max = shared.config.max_message_size;
+    let read = shared.config.socket_read_buffer;
+    ws.accept(read, max, move |socket| async move {
+        let _slot = slot; // counted until the connection ends
+        connection::connection(shared, socket, session).await
+    })
 }
 
 /// Turns off Nagle's algorithm on the listener, which accepted sockets inherit (Linux, BSD):
