@@ -1014,6 +1014,10 @@ function createOmni(SCHEMA, env) {
     failPending("disconnected before the server answered");
     if (wasLive) {
       Omni._fire("disconnect", [{ code: ev && ev.code, reason: ev && ev.reason }]);
+    } else {
+      /* The attempt closed before the server said hello: unreachable, or the upgrade was refused
+         (HTTP 401/403/429; browsers do not show the status). It is retried like a drop. */
+      Omni._fire("connect_error", [{ code: ev && ev.code, reason: ev && ev.reason }]);
     }
     if (wanted && reconnect.enabled) {
       schedule();

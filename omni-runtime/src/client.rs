@@ -109,7 +109,17 @@ pub struct Client {
 impl Client {
     /// Connects and waits for the `hello` and the first snapshot.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        Client::connect_with(url).await
+    }
+
+    /// Connects with a request of your own (headers such as `Cookie` or `Authorization` for the
+    /// server's `authenticate` hook: `let mut r = url.into_client_request()?;
+    /// r.headers_mut().insert(...)`) and waits for the `hello` and the first snapshot. A refused
+    /// upgrade is a [`ClientError::Transport`] naming the HTTP status.
+    pub async fn connect_with(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Result<Client, ClientError> {
+        let (ws, _) = tokio_tungstenite::connect_async(request)
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let mut client = Client {

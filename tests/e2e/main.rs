@@ -2,6 +2,7 @@
 //! WebSockets (tokio-tungstenite, through `omni_runtime::client::Client`).
 
 mod apps;
+mod auth;
 mod collections;
 mod connections;
 mod durable;

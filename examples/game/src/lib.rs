@@ -7,6 +7,10 @@
 
 use omni_runtime::prelude::*;
 
+pub mod token;
+
+pub use token::Tokens;
+
 /// Per-connection state: which player this connection logged in as.
 #[derive(Default, Debug)]
 pub struct Session {
@@ -109,6 +113,9 @@ pub struct Login {
 pub struct LoggedIn {
     /// The player's OID: find it in `Omni.collections.players`.
     pub oid: Oid<Player>,
+    /// A signed login token: connect with `?token=...` (or send it as the `omni_game` cookie)
+    /// and the connection starts logged in as this player, without the password.
+    pub token: String,
 }
 
 /// The longest name, in characters (the page's `maxlength`).
@@ -117,7 +124,12 @@ pub const MAX_NAME_CHARS: usize = 24;
 pub const MAX_PASSWORD_BYTES: usize = 128;
 
 /// Logs a connection in as a player, creating the player on first use.
-pub async fn login(conn: Conn<Session>, world: World, req: Login) -> Result<LoggedIn, EventError> {
+pub async fn login(
+    conn: Conn<Session>,
+    world: World,
+    req: Login,
+    tokens: Tokens,
+) -> Result<LoggedIn, EventError> {
     let name = req.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(EventError::new(format!(
@@ -171,7 +183,72 @@ pub async fn login(conn: Conn<Session>, world: World, req: Login) -> Result<Logg
         .await?;
     conn.sync();
     world.broadcast("joined", &name);
-    Ok(LoggedIn { oid })
+    let token = tokens.issue_at(oid, token::now());
+    Ok(LoggedIn { oid, token })
+}
+
+/// Checks a connection's login token (query `?token=` or the `omni_game` cookie) before the
+/// WebSocket opens: no token, an anonymous session (log in with the `login` event); a good one,
+/// a session logged in as its player (made online by [`resume`]); a tampered or expired one,
+/// HTTP 401.
+pub async fn authenticate(handshake: Handshake, tokens: Tokens) -> Result<Session, AuthError> {
+    let token = handshake
+        .query_param("token")
+        .or_else(|| handshake.cookie(token::COOKIE).map(str::to_owned));
+    let Some(token) = token else {
+        return Ok(Session::default());
+    };
+    let player = tokens.verify_at(&token, token::now())?;
+    Ok(Session {
+        player: Some(player),
+        name: String::new(),
+    })
+}
+
+/// Connect hook: a connection that came with a good token plays as its player, if that player
+/// still exists and is not playing elsewhere (otherwise it starts logged out).
+pub async fn resume(conn: Conn<Session>) {
+    let Some(Some(oid)) = conn.session(|s| s.player) else {
+        return;
+    };
+    let players = conn.world().collection::<Players>();
+    let name = match players.get(oid) {
+        Some(p) if !p.online => p.name.clone(),
+        _ => {
+            conn.update_session(|s| s.player = None);
+            return;
+        }
+    };
+    conn.update_session(|s| s.name = name.clone());
+    if players
+        .update(oid, |p| {
+            p.set_online(true);
+        })
+        .await
+        .is_err()
+    {
+        conn.update_session(|s| s.player = None);
+        return;
+    }
+    conn.world().broadcast("joined", &name);
+}
+
+/// Reply of the `me` event: the player this connection plays as, if any.
+#[derive(Serialize, Deserialize, TS)]
+pub struct Me {
+    /// The player's OID, or `null` when logged out.
+    pub oid: Option<Oid<Player>>,
+}
+
+/// Arguments of the `me` event (none).
+#[derive(Serialize, Deserialize, TS)]
+pub struct NoArgs {}
+
+/// Which player this connection plays as (after a reload with a token, the page asks).
+pub async fn me(conn: Conn<Session>, _world: World, _req: NoArgs) -> Result<Me, EventError> {
+    Ok(Me {
+        oid: conn.session(|s| s.player).flatten(),
+    })
 }
 
 /// Marks the connection's player offline.
@@ -229,15 +306,30 @@ pub async fn count_move(world: World, event: Observed<Player>) {
     }
 }
 
-/// The game server: three collections, an observer, the `login` event, the disconnect hook, and
-/// Prometheus metrics at `/metrics`.
+/// The game server: three collections, an observer, the `login` and `me` events, login tokens
+/// checked at connect, the connect and disconnect hooks, and Prometheus metrics at `/metrics`.
+/// Tokens are signed with a random key and last a week.
 pub fn app(public_dir: impl Into<std::path::PathBuf>) -> Omni<Session> {
+    app_with(
+        public_dir,
+        Tokens::random(std::time::Duration::from_secs(7 * 24 * 3600)),
+    )
+}
+
+/// The game server with the given token signer.
+pub fn app_with(public_dir: impl Into<std::path::PathBuf>, tokens: Tokens) -> Omni<Session> {
+    let (for_login, for_auth) = (tokens.clone(), tokens);
     Omni::<Session>::new()
         .collection(Players::with([]))
         .collection(Messages::with([]))
         .collection(Boards::with([Board::default()]))
         .observe::<Players, _, _>(count_move)
-        .event("login", login)
+        .event("login", move |conn, world, req| {
+            login(conn, world, req, for_login.clone())
+        })
+        .event("me", me)
+        .authenticate(move |handshake| authenticate(handshake, for_auth.clone()))
+        .on_connect(resume)
         .on_disconnect(logout)
         .static_dir(public_dir)
         .development(cfg!(debug_assertions))

@@ -28,8 +28,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use omni_client_gen::schema::Schema;
 use futures_util::FutureExt;
+use omni_client_gen::schema::Schema;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
@@ -261,7 +261,9 @@ async fn upgrade<S: Default + Send + Sync + 'static>(
         None => S::default(),
         Some(authenticate) => {
             let handshake = Handshake::new(headers.clone(), query, peer);
-            let verdict = AssertUnwindSafe(authenticate(handshake)).catch_unwind().await;
+            let verdict = AssertUnwindSafe(authenticate(handshake))
+                .catch_unwind()
+                .await;
             match verdict {
                 Ok(Ok(session)) => session,
                 Ok(Err(refusal)) => {
@@ -277,7 +279,10 @@ async fn upgrade<S: Default + Send + Sync + 'static>(
                     return refuse(refusal.status(), refusal.message().to_owned());
                 }
                 Err(panic) => {
-                    tracing::error!(panic = crate::hooks::panic_message(&panic), "authenticate hook panicked; refusing the connection");
+                    tracing::error!(
+                        panic = crate::hooks::panic_message(&panic),
+                        "authenticate hook panicked; refusing the connection"
+                    );
                     return refuse(
                         warp::http::StatusCode::INTERNAL_SERVER_ERROR,
                         "the server could not check this connection (authenticate hook failed)"
