@@ -14,6 +14,7 @@ mod http;
 mod leaks;
 mod limits;
 mod metrics;
+mod migrate;
 mod order;
 mod pipeline;
 mod storage;

@@ -27,6 +27,21 @@ where
     C::Model: Permissions<S>,
     S: Send + Sync + 'static,
 {
+    /// A stored record after the collection's migrations (unchanged without any).
+    fn migrate(&self, oid: u64, doc: Vec<u8>) -> Result<Vec<u8>, String> {
+        if self.migrations.is_empty() {
+            return Ok(doc);
+        }
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&doc).map_err(|e| format!("not JSON: {e}"))?;
+        for migration in &self.migrations {
+            crate::hooks::guard("a migration", || migration(oid, &mut value))
+                .unwrap_or_else(|| Err("the migration panicked".to_owned()))
+                .map_err(|e| format!("migration failed: {e}"))?;
+        }
+        serde_json::to_vec(&value).map_err(|e| e.to_string())
+    }
+
     /// Adds a model as commit `seq`, queues its observers' jobs and fans it out; its creator (a
     /// client) gets `created` instead of `add`.
     #[allow(clippy::too_many_arguments)]
@@ -169,21 +184,41 @@ where
         };
         match (stored, &self.codec) {
             (Some(rows), Some(codec)) => {
+                let mut skipped = 0;
                 for (oid, doc) in rows {
-                    let model = (codec.decode)(&doc).map_err(|e| {
-                        StoreError::failed(format!(
-                            "{}/{} {oid} in the {} store cannot be decoded: {e}",
+                    // Seen even if skipped: its OID is never handed out again.
+                    oids.saw(oid);
+                    let decoded = self
+                        .migrate(oid, doc)
+                        .and_then(|doc| (codec.decode)(&doc).map_err(|e| format!("{e}")));
+                    let reason = match decoded {
+                        Ok(model) => {
+                            self.models.insert(oid, model);
+                            continue;
+                        }
+                        Err(reason) => reason,
+                    };
+                    if !self.skip_undecodable {
+                        return Err(StoreError::failed(format!(
+                            "{}/{} {oid} in the {} store cannot be decoded: {reason} (register a migration with `Omni::migrate::<C>`, or let the server start without such records with `Omni::skip_undecodable::<C>`)",
                             C::NAME,
                             C::Model::NAME,
                             backend.name()
-                        ))
-                    })?;
-                    oids.saw(oid);
-                    self.models.insert(oid, model);
+                        )));
+                    }
+                    skipped += 1;
+                    tracing::warn!(
+                        collection = C::NAME,
+                        model = C::Model::NAME,
+                        oid,
+                        reason,
+                        "skipped a stored record that cannot be decoded (it stays in the store, untouched)"
+                    );
                 }
                 tracing::info!(
                     collection = C::NAME,
                     models = self.models.len(),
+                    skipped,
                     backend = backend.name(),
                     "loaded"
                 );

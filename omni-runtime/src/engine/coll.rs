@@ -158,5 +158,10 @@ pub(crate) struct Codec<M> {
     pub(crate) decode: fn(&[u8]) -> Result<M, String>,
 }
 
+/// A migration of stored records: rewrites one record's JSON (its OID given) before it is
+/// decoded at load.
+pub(crate) type MigrateFn =
+    std::sync::Arc<dyn Fn(u64, &mut serde_json::Value) -> Result<(), String> + Send + Sync>;
+
 /// The channel a model belongs to, for a collection with channels.
 pub(crate) type ChannelFn<M> = fn(&M) -> &str;

@@ -55,6 +55,11 @@ pub(crate) struct Store<C: Collection, S> {
     pub(crate) observers: Vec<ObserverFn<C::Model>>,
     /// The fan-out's delivery counters (metrics).
     pub(super) delivered: crate::metrics::Delivered,
+    /// Migrations of stored records, applied in order at load.
+    pub(crate) migrations: Vec<super::coll::MigrateFn>,
+    /// Whether a stored record that cannot be decoded (even after the migrations) is skipped,
+    /// with a warning, instead of stopping the server.
+    pub(crate) skip_undecodable: bool,
 }
 
 impl<C: Collection, S> Store<C, S> {
@@ -72,6 +77,8 @@ impl<C: Collection, S> Store<C, S> {
             rules: Rules::new(),
             observers: Vec::new(),
             delivered: crate::metrics::Delivered::default(),
+            migrations: Vec::new(),
+            skip_undecodable: false,
         }
     }
 

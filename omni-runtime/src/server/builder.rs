@@ -156,6 +156,43 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         self
     }
 
+    /// Migrates the stored records of collection `C` when the server loads them: `f(oid, doc)`
+    /// rewrites one record's JSON (as [`RedbStore`](crate::storage::RedbStore) stored it) before
+    /// it is decoded into today's model, for changes serde's own attributes do not cover (a
+    /// field whose type changed, a value that moved). It runs on every record at every start, so
+    /// it must accept records already in the new shape; several run in the order registered.
+    /// A field that was added takes `#[serde(default)]`, a renamed one
+    /// `#[serde(alias = "old_name")]`, and a removed one needs nothing (unknown fields are
+    /// ignored). The record is stored in the new shape the next time the model is written.
+    ///
+    /// # Panics
+    /// If `C` was not registered with [`Omni::collection`] before.
+    pub fn migrate<C, F>(mut self, f: F) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+        F: Fn(u64, &mut serde_json::Value) -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.store_mut::<C>("migrate").migrations.push(Arc::new(f));
+        self
+    }
+
+    /// Lets the server start when a stored record of `C` cannot be decoded even after the
+    /// migrations: each such record is logged (`warn`: collection, model, OID, reason) and
+    /// skipped; it stays in the store untouched and its OID is never reused. Without this call
+    /// the server refuses to start, naming the record.
+    ///
+    /// # Panics
+    /// If `C` was not registered with [`Omni::collection`] before.
+    pub fn skip_undecodable<C>(mut self) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+    {
+        self.store_mut::<C>("skip_undecodable").skip_undecodable = true;
+        self
+    }
+
     /// Per-action rules for collection `C` (Halo's routes): allow or deny `create`, `read`,
     /// `update`, `destroy` and `list` as a whole, or decide them with handlers; see
     /// [`rules`](crate::rules).
