@@ -188,9 +188,7 @@ where
                 for (oid, doc) in rows {
                     // Seen even if skipped: its OID is never handed out again.
                     oids.saw(oid);
-                    let decoded = self
-                        .migrate(oid, doc)
-                        .and_then(|doc| (codec.decode)(&doc).map_err(|e| format!("{e}")));
+                    let decoded = self.migrate(oid, doc).and_then(|doc| (codec.decode)(&doc));
                     let reason = match decoded {
                         Ok(model) => {
                             self.models.insert(oid, model);
