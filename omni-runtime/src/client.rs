@@ -93,7 +93,8 @@ impl std::error::Error for ClientError {}
 
 /// A connected client holding the collections it may see.
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// `None` after [`Client::sever`].
+    ws: Option<WebSocketStream<MaybeTlsStream<TcpStream>>>,
     collections: HashMap<String, BTreeMap<u64, Attrs>>,
     conn: u64,
     next_id: u64,
@@ -104,6 +105,24 @@ pub struct Client {
     /// Events the server emitted: (name, data).
     emits: Vec<(String, Value)>,
     timeout: Duration,
+    /// The connection's resume token (empty: the server does not resume connections).
+    token: String,
+    /// The log epoch and the last log position the server's frames said they reflect.
+    epoch: u64,
+    seq: u64,
+    /// How many changes of its view that were not commits the server's frames said they reflect.
+    view: u64,
+}
+
+/// How [`Client::reconnect`] came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// The same connection (session, channels), sent only the models that changed.
+    Changes,
+    /// The same connection, sent a snapshot (the server's history did not reach back).
+    Snapshot,
+    /// A new connection: the old one was gone (or the server does not resume).
+    New,
 }
 
 impl Client {
@@ -123,7 +142,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let mut client = Client {
-            ws,
+            ws: Some(ws),
             collections: HashMap::new(),
             conn: 0,
             next_id: 0,
@@ -131,6 +150,10 @@ impl Client {
             inbox: VecDeque::new(),
             emits: Vec::new(),
             timeout: Duration::from_secs(10),
+            token: String::new(),
+            epoch: 0,
+            seq: 0,
+            view: 0,
         };
         client.wait_for(|m| m["t"] == "snapshot").await?;
         Ok(client)
@@ -174,7 +197,7 @@ impl Client {
     /// Sends a raw text frame (for tests of bad input).
     pub async fn send_raw(&mut self, text: impl Into<String>) -> Result<(), ClientError> {
         let text: String = text.into();
-        self.ws
+        self.socket()?
             .send(Message::text(text))
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))
@@ -182,10 +205,22 @@ impl Client {
 
     /// Sends a raw WebSocket message (for tests of binary or odd frames).
     pub async fn send_message(&mut self, msg: Message) -> Result<(), ClientError> {
-        self.ws
+        self.socket()?
             .send(msg)
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
+    fn socket(&mut self) -> Result<&mut WebSocketStream<MaybeTlsStream<TcpStream>>, ClientError> {
+        self.ws
+            .as_mut()
+            .ok_or_else(|| ClientError::Transport("not connected (severed)".into()))
+    }
+
+    /// Drops the socket without a close frame, as a network failure does; the server keeps
+    /// the connection for a resume ([`Client::reconnect`]) during its grace period.
+    pub fn sever(&mut self) {
+        self.ws = None;
     }
 
     fn next_request_id(&mut self) -> u64 {
@@ -327,13 +362,55 @@ impl Client {
         Ok(self.log[start..].to_vec())
     }
 
+    /// Reconnects to `url` as the same connection (docs/PROTOCOL.md, "Resume"): presents the
+    /// resume token, epoch and last log position, and waits until the client caught up. The
+    /// old socket is dropped without a close frame (as a network drop does). Requests sent
+    /// again with [`Client::send_raw`] and their old ids are answered with their original
+    /// answer, not carried out twice.
+    pub async fn reconnect(&mut self, url: &str) -> Result<Resumed, ClientError> {
+        let target = if self.token.is_empty() {
+            url.to_owned()
+        } else {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!(
+                "{url}{sep}resume={}&epoch={}&seq={}&v={}",
+                self.token, self.epoch, self.seq, self.view
+            )
+        };
+        let (ws, _) = tokio_tungstenite::connect_async(target)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        // Dropped, not closed: the server keeps the connection for the resume.
+        drop(self.ws.replace(ws));
+        self.inbox.clear();
+        let hello = self.wait_for(|m| m["t"] == "hello").await?;
+        if hello["resumed"] != true {
+            self.wait_for(|m| m["t"] == "snapshot").await?;
+            return Ok(Resumed::New);
+        }
+        let done = self.wait_for(|m| m["t"] == "resumed").await?;
+        Ok(if done["full"] == true {
+            Resumed::Snapshot
+        } else {
+            Resumed::Changes
+        })
+    }
+
+    /// The last log position the server's frames said they reflect.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Closes the connection.
     pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+        if let Some(ws) = self.ws.as_mut() {
+            let _ = ws.close(None).await;
+        }
     }
 
     async fn read_frame(&mut self, within: Duration) -> Result<(), ClientError> {
-        let msg = match tokio::time::timeout(within, self.ws.next()).await {
+        let ws = self.socket()?;
+        let msg = match tokio::time::timeout(within, ws.next()).await {
             Err(_) => return Err(ClientError::Timeout),
             Ok(None) => return Err(ClientError::Transport("connection closed".into())),
             Ok(Some(Err(e))) => return Err(ClientError::Transport(e.to_string())),
@@ -362,8 +439,18 @@ impl Client {
     fn apply(&mut self, msg: Value) -> Result<(), ClientError> {
         let coll = msg["c"].as_str().unwrap_or_default().to_owned();
         match msg["t"].as_str() {
-            Some("hello") => self.conn = msg["conn"].as_u64().unwrap_or_default(),
+            Some("hello") => {
+                self.conn = msg["conn"].as_u64().unwrap_or_default();
+                self.epoch = msg["epoch"].as_u64().unwrap_or_default();
+                self.token = msg["token"].as_str().unwrap_or_default().to_owned();
+            }
+            Some("at") => {
+                self.seq = msg["seq"].as_u64().unwrap_or(self.seq);
+                self.view = msg["v"].as_u64().unwrap_or(self.view);
+            }
+            Some("resumed") => self.seq = msg["seq"].as_u64().unwrap_or(self.seq),
             Some("snapshot") => {
+                self.seq = msg["seq"].as_u64().unwrap_or(self.seq);
                 let data = msg["data"]
                     .as_object()
                     .ok_or_else(|| ClientError::Protocol("snapshot without data".into()))?;

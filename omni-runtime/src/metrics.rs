@@ -63,6 +63,7 @@ pub(crate) struct Metrics {
     pub(crate) resyncs: Counter,
     pub(crate) rate_limited: Counter,
     pub(crate) disconnects: Family<Reason, Counter>,
+    pub(crate) resumes: Family<Kind, Counter>,
     pub(crate) event_seconds: Histograms<EventName>,
     pub(crate) commits: Counter,
     pub(crate) commits_failed: Counter,
@@ -84,6 +85,7 @@ impl Default for Metrics {
             resyncs: Counter::default(),
             rate_limited: Counter::default(),
             disconnects: Family::default(),
+            resumes: Family::default(),
             event_seconds: Family::new_with_constructor(latency),
             commits: Counter::default(),
             commits_failed: Counter::default(),
@@ -143,8 +145,13 @@ impl Default for Metrics {
             );
             r.register(
                 "disconnects",
-                "Connections ended, by reason (client, flood, too_big, connect_hook, server)",
+                "Connections ended, by reason (closed, dropped, flood, too_big, connect_hook, server, unauthenticated)",
                 m.disconnects.clone(),
+            );
+            r.register(
+                "resumes",
+                "Connections resumed after a drop, by what they were sent (changes, snapshot) or refused (unknown: the token expired or was never issued)",
+                m.resumes.clone(),
             );
             r.register(
                 "event_duration_seconds",

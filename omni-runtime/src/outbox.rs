@@ -32,6 +32,10 @@ pub(crate) struct Outbox {
     inner: CacheLine<Mutex<Inner>>,
     notify: CacheLine<Notify>,
     limit: usize,
+    /// Counts the changes of what the connection holds that are not commits (a snapshot,
+    /// `conn.sync()`, a channel), bumped after their messages were queued: frames say which
+    /// they reflect, so a resume knows whether its client saw them all.
+    view: std::sync::atomic::AtomicU64,
 }
 
 /// A value alone on its cache line(s) (128 bytes: two lines, for the adjacent-line prefetcher).
@@ -60,7 +64,13 @@ struct Inner {
     control: Vec<Bytes>,
     overflowed: bool,
     closed: bool,
+    /// The last answers to the client's requests, by request id, kept so that a resumed
+    /// connection that sends a request again gets the original answer (not a second effect).
+    answers: std::collections::VecDeque<(u64, Bytes)>,
 }
+
+/// Answers kept per connection for resumed requests.
+const KEPT_ANSWERS: usize = 256;
 
 /// Control messages a connection may have pending while overflowed before it is dropped.
 const MAX_CONTROL: usize = 4096;
@@ -71,6 +81,7 @@ impl Outbox {
             inner: CacheLine(Mutex::new(Inner::default())),
             notify: CacheLine(Notify::new()),
             limit,
+            view: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -123,6 +134,52 @@ impl Outbox {
         }
         drop(inner);
         self.notify.notify_one();
+    }
+
+    /// Marks a change of what the connection holds that is not a commit, after its messages
+    /// were queued.
+    pub(crate) fn view_changed(&self) {
+        self.view.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many such changes were queued so far.
+    pub(crate) fn view(&self) -> u64 {
+        self.view.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Queues the answer to request `id` (ack, created, reject, reply, error) and keeps it for a
+    /// resumed connection that asks again.
+    pub(crate) fn push_answer(&self, id: u64, msg: Bytes) {
+        {
+            let mut inner = self.inner.lock();
+            if inner.answers.len() >= KEPT_ANSWERS {
+                inner.answers.pop_front();
+            }
+            inner.answers.push_back((id, msg.clone()));
+        }
+        self.push_control(msg);
+    }
+
+    /// The kept answer to request `id`, if any.
+    pub(crate) fn answer(&self, id: u64) -> Option<Bytes> {
+        let inner = self.inner.lock();
+        inner
+            .answers
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == id)
+            .map(|(_, m)| m.clone())
+    }
+
+    /// A resumed connection takes the queue over: whatever was pending for the dropped socket
+    /// is dropped (the resume sends what changed instead); the kept answers stay.
+    pub(crate) fn reopen(&self) {
+        let mut inner = self.inner.lock();
+        inner.items.clear();
+        inner.control.clear();
+        inner.bytes = 0;
+        inner.overflowed = false;
+        inner.closed = false;
     }
 
     /// Replaces everything pending with `msgs` (after a resync snapshot was built), then the

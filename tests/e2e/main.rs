@@ -17,6 +17,7 @@ mod metrics;
 mod migrate;
 mod order;
 mod pipeline;
+mod resume;
 mod storage;
 mod sync;
 mod typed_client;

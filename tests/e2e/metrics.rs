@@ -139,7 +139,7 @@ async fn the_figures_move_with_the_traffic() {
 
     b.close().await;
     let m = until(srv.addr, "omni_connections_open", 2.0).await;
-    assert_eq!(value(&m, r#"omni_disconnects_total{reason="client"}"#), 1.0);
+    assert_eq!(value(&m, r#"omni_disconnects_total{reason="closed"}"#), 1.0);
 }
 
 #[tokio::test]

@@ -264,6 +264,24 @@ where
         }
     }
 
+    fn resend(&self, conn_id: ConnId, conn: &mut ConnState<S>, oid: u64) {
+        let now = self
+            .models
+            .get(&oid)
+            .and_then(|m| self.view(m, conn, conn_id, oid).map(|mask| (m, mask)));
+        let msg = match now {
+            Some((model, mask)) => {
+                conn.held[self.idx].insert(oid, mask);
+                wire::add(&self.name_json, oid, model, mask)
+            }
+            None => {
+                conn.held[self.idx].remove(&oid);
+                wire::remove(&self.name_json, oid)
+            }
+        };
+        conn.outbox.push(msg);
+    }
+
     fn subscribe(
         &self,
         conn_id: ConnId,
@@ -423,7 +441,7 @@ where
         if let Some((conn, req)) = client
             && let Some(c) = conns.get(&conn)
         {
-            c.outbox.push_control(wire::ack(req));
+            c.outbox.push_answer(req, wire::ack(req));
         }
         Ok(Applied {
             oid,

@@ -81,6 +81,9 @@ pub(crate) trait CollState<S>: Send + Sync {
     fn write_snapshot(&self, conn_id: ConnId, conn: &mut ConnState<S>, out: &mut Vec<u8>);
     /// Pushes to `conn` the difference between what it holds and what it may see now.
     fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>);
+    /// Sends a resuming connection model `oid` whole, as it may see it now (or its removal),
+    /// and records that it holds that.
+    fn resend(&self, conn_id: ConnId, conn: &mut ConnState<S>, oid: u64);
     /// Subscribes `conn` to a channel (or unsubscribes it) and pushes the difference. A client
     /// is asked `can_subscribe` first (`ask`); server code is not. `Ok(changed)`.
     fn subscribe(

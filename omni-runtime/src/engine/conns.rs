@@ -22,19 +22,74 @@ impl<S: Send + Sync + 'static> Engine<S> {
         self.metrics().connections_open.inc();
     }
 
-    /// Marks a connection ready and queues its `hello` and first snapshot.
-    pub(crate) fn start(&self, id: ConnId) {
+    /// Marks a connection ready and queues its `hello` (with its resume `token`) and first
+    /// snapshot.
+    pub(crate) fn start(&self, id: ConnId, token: &str) {
         let mut st = self.lock("start");
-        let log = st.log;
+        let epoch = st.log.epoch;
         let Some(conn) = st.conns.get_mut(&id) else {
             return;
         };
         conn.ready = true;
-        conn.outbox.push_control(wire::hello(id.raw(), log.epoch));
+        conn.outbox
+            .push_control(wire::hello(id.raw(), epoch, token, false));
         if let Some(snapshot) = snapshot(&mut st, id) {
-            st.conns[&id].outbox.push(snapshot);
+            let outbox = &st.conns[&id].outbox;
+            outbox.push(snapshot);
+            outbox.view_changed();
             self.metrics().snapshots.inc();
         }
+    }
+
+    /// A dropped connection waits to be resumed: fan-outs skip it; its session, channels and
+    /// what it held stay.
+    pub(crate) fn detach(&self, id: ConnId) {
+        if let Some(c) = self.lock("detach").conns.get_mut(&id) {
+            c.ready = false;
+        }
+    }
+
+    /// Resumes a detached connection on a new socket whose client last saw log position `seq`
+    /// of `epoch`: its `hello`, then only the models that commits since then touched (each
+    /// sent whole, as the connection may see it now), or, when the history no longer reaches
+    /// back that far (or the epoch changed, or its view changed in a way its client did not
+    /// see: `view`, the count of such changes its frames said they reflect), a snapshot; then
+    /// `resumed`. Whether it was only the changes.
+    pub(crate) fn resume(&self, id: ConnId, token: &str, at: (u64, u64, u64)) -> bool {
+        let (epoch, seq, view) = at;
+        let mut st = self.lock("resume");
+        let State {
+            colls, conns, log, ..
+        } = &mut *st;
+        let Some(conn) = conns.get_mut(&id) else {
+            return false;
+        };
+        conn.outbox.reopen();
+        conn.ready = true;
+        conn.outbox
+            .push_control(wire::hello(id.raw(), log.epoch, token, true));
+        let touched = if epoch == log.epoch && view == conn.outbox.view() {
+            log.since(seq)
+        } else {
+            None
+        };
+        let now = log.seq;
+        if let Some(touched) = touched {
+            for (idx, oid) in touched {
+                colls[idx].resend(id, conn, oid);
+            }
+            conn.outbox.push_control(wire::resumed(now, false));
+            return true;
+        }
+        if let Some(snapshot) = snapshot(&mut st, id)
+            && let Some(conn) = st.conns.get(&id)
+        {
+            conn.outbox.push(snapshot);
+            conn.outbox.view_changed();
+            conn.outbox.push_control(wire::resumed(now, true));
+            self.metrics().snapshots.inc();
+        }
+        false
     }
 
     /// Stops fan-outs to a connection that went away (its session stays readable).
@@ -59,6 +114,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
             && let Some(conn) = st.conns.get(&id)
         {
             conn.outbox.reset_with([snapshot]);
+            conn.outbox.view_changed();
             self.metrics().snapshots.inc();
             self.metrics().resyncs.inc();
         }
@@ -71,12 +127,14 @@ impl<S: Send + Sync + 'static> Engine<S> {
         let Some(conn) = conns.get_mut(&id) else {
             return;
         };
-        if !conn.ready {
-            return;
+        if conn.ready {
+            for coll in colls.iter() {
+                coll.sync_conn(id, conn);
+            }
         }
-        for coll in colls.iter() {
-            coll.sync_conn(id, conn);
-        }
+        // After the pushes: a frame that says it reflects this count holds them. Detached (or
+        // not started), the sync is skipped, and so a resume sends a snapshot.
+        conn.outbox.view_changed();
     }
 
     /// Reads a connection's session; `None` once it is gone.
@@ -108,9 +166,11 @@ impl<S: Send + Sync + 'static> Engine<S> {
         let Some(conn) = conns.get_mut(&id) else {
             return false;
         };
-        colls[idx]
+        let changed = colls[idx]
             .subscribe(id, conn, channel, on, false)
-            .unwrap_or(false)
+            .unwrap_or(false);
+        conn.outbox.view_changed();
+        changed
     }
 
     /// Queues a message that is never dropped (an emit) for one connection. `false` if gone.

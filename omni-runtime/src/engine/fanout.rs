@@ -145,7 +145,7 @@ pub(super) fn added<C, S>(
             Some((creator, req, tmp)) if creator == *id => {
                 let view = now.map(|m| (model, m));
                 let created = wire::created(&store.name_json, req, tmp, oid, view);
-                conn.outbox.push_control(created);
+                conn.outbox.push_answer(req, created);
             }
             _ => {
                 if let Some(mask) = now {

@@ -192,7 +192,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
             let Some(idx) = st.coll_index(coll) else {
                 if let Some(c) = st.conns.get(&id) {
                     let reason = Refusal::UnknownCollection(coll.to_owned()).to_string();
-                    c.outbox.push_control(wire::error(Some(req), &reason));
+                    c.outbox.push_answer(req, wire::error(Some(req), &reason));
                 }
                 return None;
             };
@@ -205,7 +205,8 @@ impl<S: Send + Sync + 'static> Engine<S> {
                     Ok(_) => wire::ack(req),
                     Err(e) => wire::error(Some(req), &e.to_string()),
                 };
-                conn.outbox.push_control(answer);
+                conn.outbox.view_changed();
+                conn.outbox.push_answer(req, answer);
                 return None;
             }
             let staged = self.core.storage.custom();
@@ -222,7 +223,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 }
                 Ok(None) => {
                     if let Some(c) = st.conns.get(&id) {
-                        c.outbox.push_control(wire::ack(req));
+                        c.outbox.push_answer(req, wire::ack(req));
                     }
                     return None;
                 }
@@ -329,9 +330,13 @@ impl<S: Send + Sync + 'static> Engine<S> {
             log,
         } = &mut *st;
         let mut jobs = Vec::new();
+        let oid = match &what {
+            Announce::Created(oid, _) | Announce::Updated(oid, _) => *oid,
+            Announce::Deleted(oid) => *oid,
+        };
         let applied = colls[idx].announce(conns, oids, log.seq + 1, what, &mut jobs);
         if applied {
-            log.seq += 1;
+            log.record(log.seq + 1, idx, oid);
         }
         self.core.observers.push(jobs, || self.weak_world());
         applied
@@ -419,7 +424,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
         if let (Op::Read, Origin::Client { conn, req }) = (&proposal.op, &proposal.origin) {
             if let Some(c) = st.conns.get(conn) {
                 let msg = st.colls[idx].read_reply(*conn, c, *req, proposal.oid, reply.data);
-                c.outbox.push_control(msg);
+                c.outbox.push_answer(*req, msg);
             }
             return Ok(Applied {
                 oid: proposal.oid,
@@ -443,8 +448,8 @@ impl<S: Send + Sync + 'static> Engine<S> {
         };
         let result = colls[idx].apply(conns, oids, seq, proposal, oid, &mut jobs);
         match &result {
-            Ok(_) => {
-                log.seq = seq;
+            Ok(applied) => {
+                log.record(seq, idx, applied.oid);
                 self.core.metrics.commits.inc();
             }
             Err(refusal) => {
@@ -505,7 +510,7 @@ fn answer_refusal<S: Send + Sync + 'static>(
         CollRequest::Read { .. } => wire::reply_err(req, &reason),
         CollRequest::Subscribe { .. } => wire::error(Some(req), &reason),
     };
-    conn.outbox.push_control(msg);
+    conn.outbox.push_answer(req, msg);
 }
 
 impl<S: Send + Sync + 'static> WorldCore for Core<S> {

@@ -18,7 +18,8 @@ pub(crate) struct ConnState<S> {
     pub(crate) held: Vec<Held>,
     /// Per collection index: the channels the client subscribed to.
     pub(crate) channels: Vec<HashSet<String>>,
-    /// Whether the client got its first snapshot; until then fan-outs skip it.
+    /// Whether the client got its first snapshot; until then fan-outs skip it. False again
+    /// while a dropped connection waits to be resumed.
     pub(crate) ready: bool,
 }
 
@@ -102,13 +103,68 @@ impl Oids {
 /// The commit log's position: the sequence number of the last applied commit, in an epoch
 /// that changes whenever the history behind the sequence is lost. The history lives in this
 /// process, so every start of a server is a new epoch.
-#[derive(Debug, Clone, Copy)]
+///
+/// It also keeps the recent history (which model each commit touched) that a resuming
+/// connection catches up from, bounded by count.
+#[derive(Debug)]
 pub(crate) struct Log {
     pub(crate) epoch: u64,
     pub(crate) seq: u64,
+    /// The last commits, oldest first: (seq, collection index, OID).
+    history: std::collections::VecDeque<(u64, usize, u64)>,
+    /// Every commit after this one is in `history`.
+    floor: u64,
+    /// How many commits `history` keeps.
+    limit: usize,
+    /// `seq`, for readers without the lock (connection tasks tag their frames with it).
+    published: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Log {
+    /// Records commit `seq` (the next one) of model `oid` of collection `idx`.
+    pub(crate) fn record(&mut self, seq: u64, idx: usize, oid: u64) {
+        debug_assert_eq!(seq, self.seq + 1);
+        self.seq = seq;
+        if self.limit > 0 {
+            self.history.push_back((seq, idx, oid));
+            if self.history.len() > self.limit
+                && let Some((dropped, _, _)) = self.history.pop_front()
+            {
+                self.floor = dropped;
+            }
+        } else {
+            self.floor = seq;
+        }
+        self.published
+            .store(seq, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The models touched by the commits after `seq`, if the history still holds all of them.
+    pub(crate) fn since(&self, seq: u64) -> Option<Vec<(usize, u64)>> {
+        if seq < self.floor || seq > self.seq {
+            return None;
+        }
+        let mut touched: Vec<(usize, u64)> = self
+            .history
+            .iter()
+            .filter(|(s, _, _)| *s > seq)
+            .map(|(_, idx, oid)| (*idx, *oid))
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        Some(touched)
+    }
+
+    /// Keeps at most `limit` commits of history (0: none, so no connection can resume from it).
+    pub(crate) fn keep(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
+    /// The last applied sequence number, readable without the lock.
+    pub(crate) fn published(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.published.clone()
+    }
+
     pub(crate) fn new() -> Self {
         use std::hash::{BuildHasher, Hasher};
         // A random epoch without a dependency: std's per-process random SipHash keys, mixed
@@ -125,6 +181,10 @@ impl Log {
         Log {
             epoch: (h.finish() & ((1 << 53) - 1)).max(1),
             seq: 0,
+            history: std::collections::VecDeque::new(),
+            floor: 0,
+            limit: 10_000,
+            published: Arc::default(),
         }
     }
 }
@@ -145,6 +205,16 @@ impl<S: Send + Sync + 'static> State<S> {
             oids: Oids::new(),
             log: Log::new(),
         }
+    }
+
+    /// Keeps the last `limit` commits for resuming connections.
+    pub(crate) fn keep_history(&mut self, limit: usize) {
+        self.log.keep(limit);
+    }
+
+    /// The log's last applied sequence number, readable without the lock.
+    pub(crate) fn published(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.log.published()
     }
 
     /// Registers a collection, built for its index.

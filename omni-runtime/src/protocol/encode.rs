@@ -198,8 +198,8 @@ pub(crate) fn emit(name: &str, data_json: &[u8]) -> Bytes {
 }
 
 /// `{"t":"hello","v":1,"conn":N,"epoch":E}`
-pub(crate) fn hello(conn: u64, epoch: u64) -> Bytes {
-    let mut out = Vec::with_capacity(40);
+pub(crate) fn hello(conn: u64, epoch: u64, token: &str, resumed: bool) -> Bytes {
+    let mut out = Vec::with_capacity(96);
     out.extend_from_slice(b"{\"t\":\"hello\",\"v\":");
     push_u64(
         &mut out,
@@ -209,6 +209,39 @@ pub(crate) fn hello(conn: u64, epoch: u64) -> Bytes {
     push_u64(&mut out, conn);
     out.extend_from_slice(b",\"epoch\":");
     push_u64(&mut out, epoch);
+    if !token.is_empty() {
+        out.extend_from_slice(b",\"token\":");
+        push_str(&mut out, token);
+    }
+    if resumed {
+        out.extend_from_slice(b",\"resumed\":true");
+    }
     out.push(b'}');
+    Bytes::from(out)
+}
+
+/// `{"t":"at","seq":N,"v":V}`: the frame it ends reflects every commit up to `seq`, and the
+/// first `v` changes of the connection's view that were not commits (snapshots, syncs, channels).
+pub(crate) fn at(seq: u64, view: u64) -> Bytes {
+    let mut out = Vec::with_capacity(40);
+    out.extend_from_slice(b"{\"t\":\"at\",\"seq\":");
+    push_u64(&mut out, seq);
+    out.extend_from_slice(b",\"v\":");
+    push_u64(&mut out, view);
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// `{"t":"resumed","seq":N,"full":bool}`: a resumed connection caught up (with only what
+/// changed, or with the snapshot just sent).
+pub(crate) fn resumed(seq: u64, full: bool) -> Bytes {
+    let mut out = Vec::with_capacity(48);
+    out.extend_from_slice(b"{\"t\":\"resumed\",\"seq\":");
+    push_u64(&mut out, seq);
+    out.extend_from_slice(if full {
+        b",\"full\":true}"
+    } else {
+        b",\"full\":false}"
+    });
     Bytes::from(out)
 }

@@ -372,6 +372,8 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
     /// Finishes the builder, loading persisted collections from the storage.
     pub fn try_build(mut self) -> Result<Server<S>, StoreError> {
         self.state.load(self.storage.backend())?;
+        self.state.keep_history(self.config.resume_history);
+        let published = self.state.published();
         let assets = assets::Assets::build(&self.schema, self.config.development);
         let engine_waits = self.storage.custom();
         Ok(Server {
@@ -387,6 +389,8 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
                 assets,
                 next_conn: AtomicU64::new(0),
                 per_ip: Arc::default(),
+                resumable: Default::default(),
+                published,
             }),
         })
     }

@@ -40,6 +40,14 @@ pub struct Config {
     /// counted either way; [`Server::metrics`](crate::Server::metrics) returns the same text to
     /// serve elsewhere (another port, behind authentication). Default: `None` (not served).
     pub metrics_path: Option<String>,
+    /// How long a connection whose client dropped waits to be resumed (docs/PROTOCOL.md,
+    /// "Resume"): its session, channels and kept answers stay, the disconnect hooks wait, and a
+    /// client that reconnects with the connection's resume token within it gets only what changed.
+    /// `Duration::ZERO`: no resume (the disconnect hooks run at the drop). Default: 60 s.
+    pub resume_grace: std::time::Duration,
+    /// Commits the server remembers (which model each touched) for resuming clients; a client
+    /// that missed more gets a snapshot. About 24 bytes each. Default: 10,000.
+    pub resume_history: usize,
 }
 
 impl Default for Config {
@@ -56,6 +64,8 @@ impl Default for Config {
             max_connections_per_ip: 256,
             socket_read_buffer: 4 * 1024,
             metrics_path: None,
+            resume_grace: std::time::Duration::from_secs(60),
+            resume_history: 10_000,
         }
     }
 }

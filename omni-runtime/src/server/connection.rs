@@ -42,9 +42,8 @@ pub(super) async fn connection<S: Default + Send + Sync + 'static>(
         engine: shared.engine.clone(),
     };
     tracing::debug!(conn = %id, "client connected");
-    let (mut tx, mut rx) = socket.split();
+    let (mut tx, rx) = socket.split();
 
-    let mut connected = true;
     for hook in &shared.on_connect {
         if let Err(panic) = AssertUnwindSafe(hook(conn.clone())).catch_unwind().await {
             tracing::error!(conn = %id, panic = panic_message(&panic), "connect hook panicked; closing the connection");
@@ -53,29 +52,145 @@ pub(super) async fn connection<S: Default + Send + Sync + 'static>(
                 "the server failed to accept this connection (connect hook failed)",
             );
             let _ = tx.send(text(&msg)).await;
-            connected = false;
-            break;
+            let reason = Reason {
+                reason: "connect_hook",
+            };
+            let metrics = shared.engine.metrics();
+            metrics.disconnects.get_or_create(&reason).inc();
+            finish(&shared, &conn, &outbox, None).await;
+            let _ = tx.close().await;
+            return;
         }
     }
-    if !connected {
-        let reason = Reason {
-            reason: "connect_hook",
-        };
-        shared
-            .engine
-            .metrics()
-            .disconnects
-            .get_or_create(&reason)
-            .inc();
+    let resumable = !shared.config.resume_grace.is_zero();
+    let token = if resumable {
+        super::resume::token()
+    } else {
+        String::new()
+    };
+    let last_req = Arc::new(AtomicU64::new(0));
+    let kick = Arc::new(tokio::sync::Notify::new());
+    if resumable {
+        let resumable = &shared.resumable;
+        resumable.register(&token, id, outbox.clone(), last_req.clone(), kick.clone());
     }
-    if connected {
-        shared.engine.start(id);
-        Pump::new(&shared, &conn, &outbox)
-            .run(&mut tx, &mut rx)
-            .await;
-    }
+    shared.engine.start(id, &token);
+    let link = Link {
+        conn,
+        outbox,
+        token,
+        last_req,
+        floor: 0,
+        kick,
+    };
+    serve(shared, link, tx, rx).await;
+}
 
+/// A socket that resumes a parked connection (its client presented the resume token): the
+/// dropped socket's writes finish first, then the client gets what changed since `seq` of
+/// `epoch` (or a snapshot), and the connection goes on with its session and channels. Requests
+/// it sends again (ids up to the last one the server saw) are answered with their original
+/// answer, not carried out twice.
+pub(super) async fn resumed<S: Default + Send + Sync + 'static>(
+    shared: Arc<Shared<S>>,
+    socket: Socket,
+    claim: super::resume::Claim,
+    token: String,
+    at: (u64, u64, u64),
+) {
+    let (tx, rx) = socket.split();
+    if let Some(writer) = claim.writer {
+        let _ = writer.await;
+    }
+    let changes = shared.engine.resume(claim.id, &token, at);
+    let kind = if changes { "changes" } else { "snapshot" };
+    let metrics = shared.engine.metrics();
+    metrics.resumes.get_or_create(&Kind { kind }).inc();
+    tracing::debug!(conn = %claim.id, seq = at.1, changes, "client resumed");
+    let link = Link {
+        conn: Conn {
+            id: claim.id,
+            engine: shared.engine.clone(),
+        },
+        outbox: claim.outbox,
+        token,
+        floor: claim.last_req.load(Ordering::SeqCst),
+        last_req: claim.last_req,
+        kick: claim.kick,
+    };
+    serve(shared, link, tx, rx).await;
+}
+
+/// A connection as a socket serves it.
+struct Link<S> {
+    conn: Conn<S>,
+    outbox: Arc<Outbox>,
+    /// Its resume token (empty: not resumable).
+    token: String,
+    /// One more than the highest request id its client sent, across resumes.
+    last_req: Arc<AtomicU64>,
+    /// Requests with ids below this were seen before this socket: answered from the kept
+    /// answers.
+    floor: u64,
+    /// Tells this socket to let go (its connection is being resumed on another).
+    kick: Arc<tokio::sync::Notify>,
+}
+
+/// Runs the pump until the socket ends; then parks the connection for a resume (the client
+/// went away and resume is on) or ends it.
+async fn serve<S: Default + Send + Sync + 'static>(
+    shared: Arc<Shared<S>>,
+    link: Link<S>,
+    mut tx: Tx,
+    mut rx: Rx,
+) {
+    let (reason, writer) = Pump::new(&shared, &link).run(&mut tx, &mut rx).await;
+    let _ = tx.close().await;
+    let Link {
+        conn,
+        outbox,
+        token,
+        ..
+    } = link;
+    // Only a connection lost without a close frame waits: a client that closed it meant it.
+    let writer = if reason == "dropped" && !token.is_empty() {
+        match shared.resumable.park(&token, writer) {
+            Ok(generation) => {
+                // The disconnect hooks wait for the grace period: a resume within it is
+                // seamless.
+                shared.engine.detach(conn.id);
+                tracing::debug!(conn = %conn.id, "client dropped; waiting for it to resume");
+                let grace = shared.config.resume_grace;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    if let Some(writer) = shared.resumable.expire(&token, generation) {
+                        finish(&shared, &conn, &outbox, writer).await;
+                    }
+                });
+                return;
+            }
+            Err(writer) => writer,
+        }
+    } else {
+        writer
+    };
+    shared.resumable.forget(&token);
+    finish(&shared, &conn, &outbox, writer).await;
+}
+
+/// Ends a connection for good: its queued writes finish, the disconnect hooks run (its session
+/// still readable), and the engine forgets it.
+async fn finish<S: Default + Send + Sync + 'static>(
+    shared: &Arc<Shared<S>>,
+    conn: &Conn<S>,
+    outbox: &Arc<Outbox>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+) {
+    let id = conn.id;
     shared.engine.leave(id);
+    if let Some(writer) = writer {
+        let _ = writer.await;
+    }
     for hook in &shared.on_disconnect {
         if let Err(panic) = AssertUnwindSafe(hook(conn.clone())).catch_unwind().await {
             tracing::error!(conn = %id, panic = panic_message(&panic), "disconnect hook panicked");
@@ -83,7 +198,6 @@ pub(super) async fn connection<S: Default + Send + Sync + 'static>(
     }
     shared.engine.forget(id);
     outbox.close();
-    let _ = tx.close().await;
     tracing::debug!(conn = %id, "client disconnected");
 }
 
@@ -126,6 +240,16 @@ struct Pump<'a, S> {
     shared: &'a Arc<Shared<S>>,
     conn: &'a Conn<S>,
     outbox: &'a Arc<Outbox>,
+    /// One more than the highest request id the client sent (shared across resumes).
+    last_req: &'a AtomicU64,
+    /// Tells it to let go of the socket.
+    kick: &'a tokio::sync::Notify,
+    /// Requests with ids below this came before a resume: answered from the kept answers.
+    floor: u64,
+    /// Whether frames tell the client their log position (a resumable connection).
+    tag: bool,
+    /// The log position and view count the last frame told the client.
+    told: (u64, u64),
     limit: RateLimit,
     events: Arc<InFlight>,
     /// The connection's writer task, started with its first write that must wait.
@@ -138,11 +262,16 @@ struct Pump<'a, S> {
 }
 
 impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
-    fn new(shared: &'a Arc<Shared<S>>, conn: &'a Conn<S>, outbox: &'a Arc<Outbox>) -> Self {
+    fn new(shared: &'a Arc<Shared<S>>, link: &'a Link<S>) -> Self {
         Pump {
             shared,
-            conn,
-            outbox,
+            conn: &link.conn,
+            outbox: &link.outbox,
+            last_req: &link.last_req,
+            kick: &link.kick,
+            floor: link.floor,
+            tag: !link.token.is_empty(),
+            told: (0, 0),
             limit: RateLimit::new(&shared.config),
             events: Arc::new(InFlight::default()),
             writer: None,
@@ -151,8 +280,12 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
     }
 
     /// Moves messages both ways until the client goes away, floods, or the server closes it.
-    /// Returns the writer task, if one was started, to be awaited.
-    async fn run(mut self, tx: &mut Tx, rx: &mut Rx) -> Option<tokio::task::JoinHandle<()>> {
+    /// Returns why it stopped, and the writer task, if one was started, to be awaited.
+    async fn run(
+        mut self,
+        tx: &mut Tx,
+        rx: &mut Rx,
+    ) -> (&'static str, Option<tokio::task::JoinHandle<()>>) {
         let reason = self.pump(tx, rx).await;
         self.shared
             .engine
@@ -160,11 +293,12 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
             .disconnects
             .get_or_create(&Reason { reason })
             .inc();
-        self.writer.take().map(|(_, task)| task)
+        (reason, self.writer.take().map(|(_, task)| task))
     }
 
-    /// Returns why it stopped: `client` (closed, gone or a protocol error), `flood`, `too_big`
-    /// or `server` (the server closed the connection).
+    /// Returns why it stopped: `closed` (the client sent a close frame), `dropped` (the socket
+    /// ended without one: the network, or a protocol error), `flood`, `too_big` or `server` (the
+    /// server closed the connection).
     async fn pump(&mut self, tx: &mut Tx, rx: &mut Rx) -> &'static str {
         let id = self.conn.id;
         let mut pending = Vec::new();
@@ -173,7 +307,7 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                 incoming = rx.next() => match incoming {
                     Some(Ok(msg)) => {
                         if msg.is_close() {
-                            return "client";
+                            return "closed";
                         }
                         if !self.message(msg) {
                             tracing::warn!(conn = %id, "client flooded the server; disconnecting it");
@@ -197,21 +331,34 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                     }
                     Some(Err(e)) => {
                         tracing::debug!(conn = %id, error = %e, "websocket error");
-                        return "client";
+                        return "dropped";
                     }
-                    None => return "client",
+                    None => return "dropped",
                 },
+                _ = self.kick.notified() => {
+                    tracing::debug!(conn = %id, "resumed on another socket; letting this one go");
+                    return "dropped";
+                }
                 _ = self.outbox.notified() => loop {
+                    // Read before draining: every commit up to it is in what is drained (or
+                    // was sent before), so the frame may say it reflects them.
+                    let seq = self.shared.published.load(Ordering::Acquire);
+                    let view = self.outbox.view();
                     match self.outbox.drain(&mut pending) {
                         Drain::Items => {
+                            let told = pending.len();
+                            if self.tag && (seq, view) != self.told {
+                                pending.push(wire::at(seq, view));
+                                self.told = (seq, view);
+                            }
                             let frame = frame(&pending);
                             let metrics = self.shared.engine.metrics();
                             metrics.frames_sent.inc();
-                            metrics.messages_sent.inc_by(pending.len() as u64);
+                            metrics.messages_sent.inc_by(told as u64);
                             metrics.bytes_sent.inc_by(frame.len() as u64);
                             pending.clear();
                             if tx.send(text(&frame)).await.is_err() {
-                                return "client";
+                                return "dropped";
                             }
                         }
                         Drain::Resync => {
@@ -295,8 +442,28 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                 Ok(ClientMsg::Event { .. }) => "event",
                 Ok(ClientMsg::Coll { request, .. }) => request.kind(),
             });
+            let req = match &decoded {
+                Ok(ClientMsg::Event { req, .. } | ClientMsg::Coll { req, .. }) => Some(*req),
+                Err(_) => None,
+            };
+            if let Some(req) = req {
+                if req < self.floor {
+                    // Sent again after a resume: answered as the first time, not done twice
+                    // (still running: its answer comes when it is done).
+                    if let Some(answer) = self.outbox.answer(req) {
+                        self.outbox.push_control(answer);
+                    }
+                    continue;
+                }
+                self.last_req.fetch_max(req.saturating_add(1), Ordering::SeqCst);
+            }
             match decoded {
-                Err(bad) => self.outbox.push_control(wire::error(bad.req, &bad.reason)),
+                Err(bad) => match bad.req {
+                    Some(id) => self
+                        .outbox
+                        .push_answer(id, wire::error(Some(id), &bad.reason)),
+                    None => self.outbox.push_control(wire::error(None, &bad.reason)),
+                },
                 Ok(ClientMsg::Event { req, name, args }) => self.event(req, name, args),
                 Ok(ClientMsg::Coll {
                     req,
@@ -348,7 +515,7 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
             self.outbox.push_control(wire::error(None, &reason));
         }
         for id in ids {
-            self.outbox.push_control(wire::error(Some(id), &reason));
+            self.outbox.push_answer(id, wire::error(Some(id), &reason));
         }
     }
 
@@ -396,8 +563,10 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
     /// A call of a server event: runs side by side with the connection's other events.
     fn event(&self, req: u64, name: String, args: serde_json::Value) {
         let Some(handler) = self.shared.events.get(&name).cloned() else {
-            self.outbox
-                .push_control(wire::error(Some(req), &format!("unknown event `{name}`")));
+            self.outbox.push_answer(
+                req,
+                wire::error(Some(req), &format!("unknown event `{name}`")),
+            );
             return;
         };
         let conn = self.conn.clone();
@@ -430,7 +599,7 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                     wire::reply_err(req, &format!("event `{name}` failed on the server"))
                 }
             };
-            outbox.push_control(msg);
+            outbox.push_answer(req, msg);
         });
     }
 }

@@ -20,6 +20,7 @@ mod builder;
 mod config;
 mod connection;
 mod limits;
+mod resume;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -67,6 +68,10 @@ pub(crate) struct Shared<S> {
     assets: assets::Assets,
     next_conn: AtomicU64,
     per_ip: Arc<limits::PerIp>,
+    /// Connections that may be resumed, by token.
+    resumable: resume::Resumable,
+    /// The log's last applied sequence number (frames carry it).
+    published: Arc<AtomicU64>,
 }
 
 /// A built server. Cheap to clone.
@@ -257,10 +262,44 @@ async fn upgrade<S: Default + Send + Sync + 'static>(
         }
         None => None,
     };
+    let handshake = Handshake::new(headers, query, peer);
+    let max = shared.config.max_message_size;
+    let read = shared.config.socket_read_buffer;
+    if !shared.config.resume_grace.is_zero()
+        && let Some(token) = handshake.query_param("resume")
+    {
+        let number = |name| {
+            handshake
+                .query_param(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let at = (number("epoch"), number("seq"), number("v"));
+        // A socket the server has not yet seen drop is told to let go; then it is parked.
+        let mut claimed = shared.resumable.claim(&token);
+        for _ in 0..100 {
+            if !matches!(claimed, Err(resume::Unclaimed::Attached)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            claimed = shared.resumable.claim(&token);
+        }
+        if let Ok(claim) = claimed {
+            // The token is the credential of the session it resumes: no authenticate, no
+            // connect hooks.
+            return ws.accept(read, max, move |socket| async move {
+                let _slot = slot;
+                connection::resumed(shared, socket, claim, token, at).await
+            });
+        }
+        let kind = crate::metrics::Kind { kind: "unknown" };
+        shared.engine.metrics().resumes.get_or_create(&kind).inc();
+        // Expired, never issued, or still attached: a new connection, as if it had not asked.
+    }
     let session = match &shared.authenticate {
         None => S::default(),
         Some(authenticate) => {
-            let handshake = Handshake::new(headers.clone(), query, peer);
+            let handshake = handshake.clone();
             let verdict = AssertUnwindSafe(authenticate(handshake))
                 .catch_unwind()
                 .await;
@@ -292,8 +331,6 @@ async fn upgrade<S: Default + Send + Sync + 'static>(
             }
         }
     };
-    let max = shared.config.max_message_size;
-    let read = shared.config.socket_read_buffer;
     ws.accept(read, max, move |socket| async move {
         let _slot = slot; // counted until the connection ends
         connection::connection(shared, socket, session).await
