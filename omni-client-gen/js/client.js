@@ -376,6 +376,11 @@ function createOmni(SCHEMA, env) {
   let reconnect = { enabled: true, min: 250, max: 10000 };
   const pending = new Map();
   let outbox = [];
+  /* The resumable connection: its token and the log position its frames said they reflect
+     (docs/PROTOCOL.md, "Resume"); null when the server does not resume connections. */
+  let resume = null;
+  /* Whether the current connection resumed the previous one (same session on the server). */
+  let resumedConn = false;
   let readyCbs = [];
 
   function build(Backbone) {
@@ -415,6 +420,7 @@ function createOmni(SCHEMA, env) {
   function request(req, msg) {
     req.id = ++lastId;
     msg.id = req.id;
+    req.msg = msg; /* sent again, same id, if the connection drops and is resumed */
     pending.set(req.id, req);
     send(msg);
     return req;
@@ -879,22 +885,58 @@ function createOmni(SCHEMA, env) {
         }
         conn = msg.conn;
         live = true;
+        resumedConn = !!msg.resumed;
+        if (msg.token) {
+          const keep = resumedConn && resume;
+          resume = { token: msg.token, epoch: msg.epoch, seq: keep ? resume.seq : 0, v: keep ? resume.v : 0 };
+        } else {
+          resume = null;
+        }
+        /* A new connection: requests sent before the drop will never be answered. */
+        if (!resumedConn) { failPending("disconnected before the server answered"); }
         break;
+      case "at":
+        if (resume) {
+          resume.seq = msg.seq;
+          resume.v = msg.v;
+        }
+        break;
+      case "resumed": {
+        if (resume) { resume.seq = msg.seq; }
+        attempt = 0;
+        /* Unanswered requests again, same ids and order: the server answers each once. */
+        const again = Array.from(pending.values()).sort(function (a, b) { return a.id - b.id; });
+        for (const r of again) { send(r.msg); }
+        const queued = outbox;
+        outbox = [];
+        for (const q of queued) { request(q[0], q[1]); }
+        if (!msg.full) { Omni._fire("sync", [Omni]); }
+        if (reconnecting) {
+          reconnecting = false;
+          Omni._fire("reconnect", [Omni]);
+        }
+        Omni._fire("resume", [{ full: !!msg.full }]);
+        break;
+      }
       case "snapshot": {
+        if (resume && msg.seq != null) { resume.seq = msg.seq; }
         snapshot(msg.data);
         const first = !isReady;
         const again = everSynced;
         everSynced = true;
         attempt = 0;
-        const queued = outbox;
-        outbox = [];
-        /* channels survive reconnects: subscribe again (the server forgot them) */
-        for (const c of cis) {
-          for (const ch of c.channels) {
-            request({ kind: "sub", ci: c, channel: ch, resolve: function () {}, reject: function (e) { raise(c, null, e); } }, { t: "sub", c: c.name, ch: ch });
+        /* A resumed connection kept its channels; its queue goes out on `resumed`. */
+        if (!resumedConn) {
+          const queued = outbox;
+          outbox = [];
+          /* channels survive reconnects: subscribe again (the server forgot them) */
+          for (const c of cis) {
+            for (const ch of c.channels) {
+              request({ kind: "sub", ci: c, channel: ch, resolve: function () {}, reject: function (e) { raise(c, null, e); } }, { t: "sub", c: c.name, ch: ch });
+            }
           }
+          for (const q of queued) { request(q[0], q[1]); }
         }
-        for (const q of queued) { request(q[0], q[1]); }
         if (first) {
           isReady = true;
           const cbs = readyCbs;
@@ -1011,7 +1053,9 @@ function createOmni(SCHEMA, env) {
     const wasLive = live;
     live = false;
     conn = null;
-    failPending("disconnected before the server answered");
+    /* A resumable connection keeps its unanswered requests: they go again on resume (and
+       fail if the server starts a new connection instead). */
+    if (!resume || !wanted) { failPending("disconnected before the server answered"); }
     if (wasLive) {
       Omni._fire("disconnect", [{ code: ev && ev.code, reason: ev && ev.reason }]);
     } else {
@@ -1047,8 +1091,13 @@ function createOmni(SCHEMA, env) {
       throw new OmniError("no WebSocket implementation: pass one, e.g. Omni.connect(url, { WebSocket: require(\"ws\") })");
     }
     let sock;
+    let target = url;
+    if (resume) {
+      target += (url.indexOf("?") < 0 ? "?" : "&") + "resume=" + encodeURIComponent(resume.token) +
+        "&epoch=" + resume.epoch + "&seq=" + resume.seq + "&v=" + resume.v;
+    }
     try {
-      sock = new Impl(url);
+      sock = new Impl(target);
     } catch (e) {
       Omni._fire("error", [new OmniError("cannot open " + url + ": " + e.message)]);
       if (wanted && reconnect.enabled) { schedule(); }
@@ -1123,6 +1172,7 @@ function createOmni(SCHEMA, env) {
   /* Closes the connection for good (no reconnect); unanswered requests fail. */
   Omni.close = function () {
     wanted = false;
+    resume = null; /* a close frame ends the connection on the server too */
     if (timer) {
       clearTimeout(timer);
       timer = null;

@@ -25,12 +25,16 @@ export interface OmniClient {
   /** A connection attempt closed before the server said hello (unreachable, or the upgrade was
    *  refused: HTTP 401/403/429, e.g. by the server's `authenticate` hook); it is retried. */
   on(event: "connect_error", callback: (info: DisconnectInfo) => void, context?: Ctx): this;
+  /** The connection was resumed after a drop: the same session; `full` when a snapshot was
+   *  needed instead of only the changes. */
+  on(event: "resume", callback: (info: { full: boolean }) => void, context?: Ctx): this;
   on(event: "error", callback: (error: OmniError) => void, context?: Ctx): this;
   /** Events the server emits (`conn.emit`, `world.broadcast`). */
   on(event: string, callback: (data: any) => void, context?: Ctx): this;
   once(event: "ready" | "sync" | "reconnect", callback: (omni: this) => void, context?: Ctx): this;
   once(event: "disconnect", callback: (info: DisconnectInfo) => void, context?: Ctx): this;
   once(event: "connect_error", callback: (info: DisconnectInfo) => void, context?: Ctx): this;
+  once(event: "resume", callback: (info: { full: boolean }) => void, context?: Ctx): this;
   once(event: "error", callback: (error: OmniError) => void, context?: Ctx): this;
   once(event: string, callback: (data: any) => void, context?: Ctx): this;
   off(event?: string | null, callback?: ((...args: any[]) => void) | null, context?: Ctx): this;
