@@ -124,7 +124,7 @@ fn engine(conns: &[bool]) -> (Engine<Sess>, Vec<Arc<Outbox>>) {
         let outbox = Arc::new(Outbox::new(1 << 20));
         let id = ConnId::from_raw(i as u64 + 1);
         engine.connect(id, Sess { admin: *admin }, outbox.clone());
-        engine.start(id);
+        engine.start(id, "");
         drain(&outbox); // hello + snapshot
         outboxes.push(outbox);
     }
