@@ -4,6 +4,7 @@
 //! stops the server, naming it, unless the app lets it skip such records.
 
 use omni_runtime::prelude::*;
+use serde_json::json;
 
 /// Version 1 of an item, as an older build stored it.
 #[derive(Model, Clone, Default, Serialize, Deserialize)]
@@ -138,12 +139,19 @@ async fn old_records_load_into_the_new_model_and_bad_ones_are_skipped_when_allow
     drop(server);
     let again = v2(&path)
         .migrate::<ItemsV2, _>(size_to_number)
-        .skip_undecodable::<ItemsV2>()
-        .try_build()
-        .unwrap();
-    let items = again.world().collection::<ItemsV2>();
+        .skip_undecodable::<ItemsV2>();
+    let srv = omni_tests::TestServer::start(again).await;
+    let items = srv.server.world().collection::<ItemsV2>();
     assert_eq!(items.get(Oid::from_raw(1)), Some(want("a", 13)));
     assert_eq!(items.len(), 3, "a, b and d; c is still skipped");
+    // A client over a real socket gets the models in today's shape.
+    let client = srv.client().await;
+    let b = client.model("items", 2).unwrap();
+    assert_eq!(
+        (b["title"].clone(), b["size"].clone(), b["color"].clone()),
+        (json!("b"), json!(7), json!("grey"))
+    );
+    assert!(client.model("items", 3).is_none());
 }
 
 #[tokio::test]

@@ -462,7 +462,8 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                     }
                     continue;
                 }
-                self.last_req.fetch_max(req.saturating_add(1), Ordering::SeqCst);
+                self.last_req
+                    .fetch_max(req.saturating_add(1), Ordering::SeqCst);
             }
             match decoded {
                 Err(bad) => match bad.req {
