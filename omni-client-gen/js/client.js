@@ -417,6 +417,35 @@ function createOmni(SCHEMA, env) {
     ws.send(JSON.stringify(msg));
   }
 
+  /* Whether writes are taken while the socket is down: a resumable connection dropped and the
+     client is reconnecting. They apply locally at once and go out, in order, on resume. */
+  function offline() {
+    return !live && wanted && resume !== null;
+  }
+
+  /* Sends a request now, or queues it for the resume. */
+  function submit(req, msg) {
+    if (live) { return request(req, msg); }
+    outbox.push([req, msg]);
+    return req;
+  }
+
+  /* connecting | open | resuming | offline */
+  function connState() {
+    if (live) { return "open"; }
+    if (!wanted) { return "offline"; }
+    return resume ? "resuming" : "connecting";
+  }
+
+  let lastState = "offline";
+  function stateChanged() {
+    const now = connState();
+    if (now !== lastState) {
+      lastState = now;
+      Omni._fire("state", [now]);
+    }
+  }
+
   function request(req, msg) {
     req.id = ++lastId;
     msg.id = req.id;
@@ -687,7 +716,7 @@ function createOmni(SCHEMA, env) {
     const st = model._o;
     for (const k in patch) { st.pending[k] = (st.pending[k] || 0) + 1; }
     const req = { kind: "change", ci: ci, model: model, values: patch, seen: {}, waiters: [] };
-    return request(req, { t: "change", c: ci.name, oid: model.get("oid"), set: patch });
+    return submit(req, { t: "change", c: ci.name, oid: model.get("oid"), set: patch });
   }
 
   function refuse(ci, model, reason) {
@@ -737,7 +766,7 @@ function createOmni(SCHEMA, env) {
         opts._omniReq = null;
         return true;
       }
-      if (!live) { return refuse(ci, model, "not connected"); }
+      if (!live && !offline()) { return refuse(ci, model, "not connected"); }
       opts._omniReq = sendChange(ci, model, patch);
       return true;
     },
@@ -793,7 +822,7 @@ function createOmni(SCHEMA, env) {
         for (const k in attrs) {
           if (!ci.attrs[k]) { bad = "unknown attribute `" + k + "` of " + ci.spec.model; }
         }
-        if (!bad && !live) { bad = "not connected"; }
+        if (!bad && !live && !offline()) { bad = "not connected"; }
         if (bad) {
           refuse(ci, null, bad);
           if (opts._omniWaiter) { opts._omniWaiter.reject(new OmniError(bad, { request: "local" })); }
@@ -807,7 +836,7 @@ function createOmni(SCHEMA, env) {
         if (opts._omniWaiter) { st.waiters = [opts._omniWaiter]; }
         ci.byTmp.set(st.tmp, model);
         adapter.insert(ci, model, opts);
-        request({ kind: "add", ci: ci, model: model, waiters: [] }, { t: "add", c: ci.name, tmp: st.tmp, m: attrs });
+        submit({ kind: "add", ci: ci, model: model, waiters: [] }, { t: "add", c: ci.name, tmp: st.tmp, m: attrs });
         out.push(model);
       }
       return many ? out : out[0];
@@ -856,12 +885,12 @@ function createOmni(SCHEMA, env) {
           refuse(ci, model, "the server has not created this model yet");
           continue;
         }
-        if (!live) {
+        if (!live && !offline()) {
           refuse(ci, model, "not connected");
           continue;
         }
         removeModel(ci, model, opts);
-        request({ kind: "remove", ci: ci, model: model, oid: oid, waiters: [] }, { t: "remove", c: ci.name, oid: oid });
+        submit({ kind: "remove", ci: ci, model: model, oid: oid, waiters: [] }, { t: "remove", c: ci.name, oid: oid });
         out.push(model);
       }
       return many ? out : out[0];
@@ -886,6 +915,7 @@ function createOmni(SCHEMA, env) {
         conn = msg.conn;
         live = true;
         resumedConn = !!msg.resumed;
+        stateChanged();
         if (msg.token) {
           const keep = resumedConn && resume;
           resume = { token: msg.token, epoch: msg.epoch, seq: keep ? resume.seq : 0, v: keep ? resume.v : 0 };
@@ -1053,6 +1083,7 @@ function createOmni(SCHEMA, env) {
     const wasLive = live;
     live = false;
     conn = null;
+    stateChanged();
     /* A resumable connection keeps its unanswered requests: they go again on resume (and
        fail if the server starts a new connection instead). */
     if (!resume || !wanted) { failPending("disconnected before the server answered"); }
@@ -1068,7 +1099,7 @@ function createOmni(SCHEMA, env) {
     } else {
       const queued = outbox;
       outbox = [];
-      for (const q of queued) { q[0].reject(new OmniError("not connected", { request: "event", event: q[0].name })); }
+      for (const q of queued) { failRequest(q[0], null, "not connected"); }
     }
   }
 
@@ -1138,6 +1169,7 @@ function createOmni(SCHEMA, env) {
   Omni.OmniError = OmniError;
   Omni.Events = Events;
   Object.defineProperty(Omni, "connected", { get: function () { return live; }, enumerable: true });
+  Object.defineProperty(Omni, "state", { get: connState, enumerable: true });
   Object.defineProperty(Omni, "isReady", { get: function () { return isReady; }, enumerable: true });
   Object.defineProperty(Omni, "conn", { get: function () { return conn; }, enumerable: true });
   Object.defineProperty(Omni, "Backbone", { get: function () { return BB; }, enumerable: true });
@@ -1165,6 +1197,7 @@ function createOmni(SCHEMA, env) {
     if (ws || timer) { return Omni; }
     wanted = true;
     attempt = 0;
+    stateChanged();
     open();
     return Omni;
   };
@@ -1173,6 +1206,7 @@ function createOmni(SCHEMA, env) {
   Omni.close = function () {
     wanted = false;
     resume = null; /* a close frame ends the connection on the server too */
+    stateChanged();
     if (timer) {
       clearTimeout(timer);
       timer = null;
@@ -1180,7 +1214,7 @@ function createOmni(SCHEMA, env) {
     closeSocket(1000, "closed by the client");
     const queued = outbox;
     outbox = [];
-    for (const q of queued) { q[0].reject(new OmniError("connection closed", { request: "event", event: q[0].name })); }
+    for (const q of queued) { failRequest(q[0], null, "connection closed"); }
     return Omni;
   };
   Omni.disconnect = Omni.close;

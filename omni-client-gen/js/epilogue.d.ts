@@ -4,6 +4,10 @@ export interface OmniClient {
   readonly collections: Collections;
   /** Whether the socket is open and the server said hello. */
   readonly connected: boolean;
+  /** `open` (connected), `resuming` (a resumable connection dropped: writes are applied locally and
+   *  queued, and go out in order when it resumes), `connecting` (first connect, or a reconnect that
+   *  cannot resume), `offline` (not connecting: before `connect`, after `close`). */
+  readonly state: "connecting" | "open" | "resuming" | "offline";
   /** Whether the first snapshot has arrived. */
   readonly isReady: boolean;
   /** This connection's id on the server, while connected. */
@@ -28,6 +32,8 @@ export interface OmniClient {
   /** The connection was resumed after a drop: the same session; `full` when a snapshot was
    *  needed instead of only the changes. */
   on(event: "resume", callback: (info: { full: boolean }) => void, context?: Ctx): this;
+  /** The connection state changed (see `state`). */
+  on(event: "state", callback: (state: "connecting" | "open" | "resuming" | "offline") => void, context?: Ctx): this;
   on(event: "error", callback: (error: OmniError) => void, context?: Ctx): this;
   /** Events the server emits (`conn.emit`, `world.broadcast`). */
   on(event: string, callback: (data: any) => void, context?: Ctx): this;
@@ -35,6 +41,7 @@ export interface OmniClient {
   once(event: "disconnect", callback: (info: DisconnectInfo) => void, context?: Ctx): this;
   once(event: "connect_error", callback: (info: DisconnectInfo) => void, context?: Ctx): this;
   once(event: "resume", callback: (info: { full: boolean }) => void, context?: Ctx): this;
+  once(event: "state", callback: (state: "connecting" | "open" | "resuming" | "offline") => void, context?: Ctx): this;
   once(event: "error", callback: (error: OmniError) => void, context?: Ctx): this;
   once(event: string, callback: (data: any) => void, context?: Ctx): this;
   off(event?: string | null, callback?: ((...args: any[]) => void) | null, context?: Ctx): this;

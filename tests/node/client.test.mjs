@@ -309,6 +309,46 @@ for (const flavor of ["development", "release"]) {
       }
     });
 
+    test("writes made offline apply at once, queue, and go out in order on resume", async () => {
+      const proxy = await startProxy(game.port);
+      try {
+        const [a] = await player("ann");
+        const [d, dan] = await player("dan", { url: proxy.url });
+        const states = [];
+        d.on("state", (s) => states.push(s));
+        const disconnected = next(d, "disconnect");
+        proxy.hold();
+        proxy.cut();
+        await disconnected;
+        assert.equal(d.state, "resuming");
+        // Offline: applied locally at once, not refused.
+        const first = dan.save({ x: 11 });
+        const second = dan.save({ x: 12 });
+        assert.equal(dan.get("x"), 12);
+        const note = d.collections.messages.create({ text: "written offline" });
+        // One the server will refuse (outside the board): rolled back after the resume.
+        const refused = dan.save({ x: 99999 });
+        assert.equal(dan.get("x"), 99999);
+        await new Promise((r) => setTimeout(r, 300)); // still down: attempts fail
+        assert.equal(d.state, "resuming");
+        const resumed = next(d, "resume", 10000);
+        proxy.release();
+        const [info] = await resumed;
+        assert.equal(info.full, false);
+        await first;
+        await second;
+        const created = await note;
+        await assert.rejects(refused);
+        assert.equal(dan.get("x"), 12, "the refused write rolled back to the server's value");
+        await until(() => a.collections.players.get(dan.oid)?.get("x") === 12, "ann sees dan's offline moves");
+        await until(() => a.collections.messages.get(created.oid), "ann sees the offline message");
+        assert.equal(d.state, "open");
+        assert.deepEqual(states, ["resuming", "open"]);
+      } finally {
+        await proxy.close();
+      }
+    });
+
     test("Backbone mode: real Backbone collections and models", async () => {
       const [a, ann] = await player("ann");
       const [b, bob] = await player("bob", { Backbone });

@@ -106,7 +106,12 @@ function stopChild(child) {
 /** A TCP proxy on 127.0.0.1 to `port`; `cut()` destroys every open connection. */
 export async function startProxy(port) {
   const sockets = new Set();
+  let held = false;
   const server = net.createServer((client) => {
+    if (held) {
+      client.destroy(); // the network is down: connections fail
+      return;
+    }
     const upstream = net.connect(port, "127.0.0.1");
     sockets.add(client);
     sockets.add(upstream);
@@ -128,6 +133,13 @@ export async function startProxy(port) {
     cut() {
       for (const s of sockets) s.destroy();
       sockets.clear();
+    },
+    /** Until `release()`, new connections fail at once (with `cut()`: the network is down). */
+    hold() {
+      held = true;
+    },
+    release() {
+      held = false;
     },
     close() {
       for (const s of sockets) s.destroy();
