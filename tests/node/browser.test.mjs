@@ -15,7 +15,7 @@ import { after, before, describe, test } from "node:test";
 
 import { chromium } from "playwright-core";
 
-import { repoRoot, startExample } from "./helpers.mjs";
+import { repoRoot, startExample, startProxy } from "./helpers.mjs";
 
 const CHROMIUM = process.env.OMNI_CHROMIUM || "/usr/bin/chromium";
 const CI = process.env.CI === "true";
@@ -98,7 +98,10 @@ async function screenshot(user, name) {
 }
 
 async function closeAll(users) {
-  for (const u of users) await u.context.close().catch(() => {});
+  for (const u of users) {
+    await u.context.close().catch(() => {});
+    if (u.proxy) await u.proxy.close();
+  }
 }
 
 /** Every message object in the recorded frames (a frame holds one message or an array). */
@@ -119,6 +122,31 @@ function hasKey(value, key) {
 }
 
 /** Parses the page's player list entry `Name (x, y)`. */
+/**
+ * A page served through a loopback TCP proxy (page and WebSocket alike), so a test can take
+ * its network down: `down()` cuts every connection and refuses new ones, `up()` restores it.
+ * Chromium's offline emulation does not close an open WebSocket to 127.0.0.1; this does, and
+ * the server sees the socket end without a close frame, as on a real network drop.
+ */
+async function openBehindProxy(server, label) {
+  const proxy = await startProxy(server.port);
+  const u = await openPage(proxy.url.replace(/^ws:/, "http:").replace(/\/omni$/, "/"), label);
+  u.proxy = proxy;
+  u.down = async () => {
+    proxy.hold();
+    proxy.cut();
+    await u.page.waitForFunction(async () => (await import("/omni.js")).default.state === "resuming", null, { timeout: WAIT });
+  };
+  u.up = async () => {
+    proxy.release();
+    await u.page.waitForFunction(async () => (await import("/omni.js")).default.state === "open", null, { timeout: WAIT });
+  };
+  return u;
+}
+
+/** Two seconds without a network. */
+const outage = () => new Promise((r) => setTimeout(r, 2000));
+
 function position(text) {
   const m = /\((\d+), (\d+)\)/.exec(text);
   assert.ok(m, `no position in ${JSON.stringify(text)}`);
@@ -223,6 +251,53 @@ describe("game (examples/game)", { skip }, () => {
   });
 });
 
+describe("game (examples/game) across a network drop", { skip }, () => {
+  let server;
+  const users = [];
+
+  before(async () => {
+    server = await startExample("game");
+  });
+
+  after(async () => {
+    await closeAll(users);
+    if (server) await server.stop();
+  });
+
+  test("a player stays logged in through a 2 s drop, and a move made offline reaches the other page", async () => {
+    const cy = await openBehindProxy(server, "cy's page");
+    const di = await openPage(server.http + "/", "di's page");
+    users.push(cy, di);
+    for (const u of [cy, di]) await see(u, "#status", "connected: log in to play");
+    for (const [u, name] of [[cy, "Cy"], [di, "Di"]]) {
+      await u.page.fill("#name", name);
+      await u.page.fill("#password", `pw-${randomBytes(8).toString("hex")}`);
+      await u.page.click("#login-button");
+      await see(u, "#status", `playing as ${name}`);
+    }
+    await see(di, "#players li", "Cy (");
+    const cyInDi = () => di.page.locator("#players li", { hasText: "Cy (" }).innerText();
+    const start = position(await cyInDi());
+
+    await cy.down();
+    await outage();
+    // Offline, Cy moves: the page shows it at once; it goes out on resume.
+    await cy.page.keyboard.press("ArrowDown");
+    const moved = { x: start.x, y: start.y + 10 };
+    await see(cy, "#players li", `Cy (${moved.x}, ${moved.y})`);
+    await cy.up();
+
+    await see(di, "#players li", `Cy (${moved.x}, ${moved.y})`);
+    await see(cy, "#status", "playing as Cy");
+    // Still logged in: the next move is accepted without a new login.
+    await cy.page.keyboard.press("ArrowRight");
+    await see(di, "#players li", `Cy (${moved.x + 10}, ${moved.y})`);
+    assert.equal(await cy.page.locator("#error").innerText(), "", "no error on Cy's page");
+    assert.ok(messages(cy).some((m) => m.t === "resumed" && m.full === false), "resumed with only the changes");
+    assert.deepEqual(cy.errors, []);
+  });
+});
+
 describe("chat (examples/chat)", { skip }, () => {
   let server;
   const users = [];
@@ -286,6 +361,24 @@ describe("chat (examples/chat)", { skip }, () => {
       assert.deepEqual(u.errors, [], `${u.label} threw no uncaught error`);
     }
   });
+  test("a chat page keeps its room through a 2 s drop; a line typed offline is posted on resume", async () => {
+    const cy = await openBehindProxy(server, "cy's chat");
+    const di = await openPage(server.http + "/", "di's chat");
+    users.push(cy, di);
+    for (const u of [cy, di]) await see(u, "#status", "connected");
+    await join(cy, "cy", "den");
+    await join(di, "di", "den");
+    await cy.down();
+    await say(cy, "typed offline");
+    await outage();
+    await cy.up();
+    await see(di, "#log li", /^cytyped offline$/);
+    await say(cy, "back online");
+    await see(di, "#log li", /^cyback online$/);
+    await see(cy, "#status", "in den as cy");
+    assert.equal(await cy.page.locator("#error").innerText(), "", "no error on Cy's page");
+    assert.deepEqual(cy.errors, []);
+  });
 });
 
 describe("todo (examples/todo)", { skip }, () => {
@@ -348,5 +441,23 @@ describe("todo (examples/todo)", { skip }, () => {
         for (const t of tokens) assert.ok(!f.includes(t), `${u.label} received a secret token in ${f}`);
       }
     }
+  });
+  test("a todo written while a page is offline reaches the other page on resume", async () => {
+    const cy = await openBehindProxy(server, "cy's todos");
+    const di = await openPage(server.http + "/", "di's todos");
+    users.push(cy, di);
+    for (const u of [cy, di]) await see(u, "#status", "signed in as guest-");
+    await cy.down();
+    await cy.page.fill("#title", "Written offline");
+    await cy.page.click("#add-button");
+    await see(cy, "#list li", "Written offline");
+    await outage();
+    await cy.up();
+    await see(di, "#list li", "Written offline");
+    // Its creator (the same session) may still remove it.
+    await item(cy, "Written offline").locator(".remove").click();
+    await notSee(di, "#list li", "Written offline");
+    assert.equal(await cy.page.locator("#error").innerText(), "", "no error on Cy's page");
+    assert.deepEqual(cy.errors, []);
   });
 });
