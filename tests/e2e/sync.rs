@@ -324,7 +324,11 @@ async fn visibility_follows_changes_and_sync() {
         .collect();
     assert_eq!(
         got,
-        vec![json!({"t": "change", "c": "docs", "oid": oid, "set": {"note": "secret"}})]
+        vec![
+            json!({"t": "change", "c": "docs", "oid": oid, "set": {"note": "secret"}}),
+            json!({"t": "sync"}),
+        ],
+        "the changes, then `sync` (Omni.js's event)"
     );
     // And back: the attribute is removed.
     let start = user.log().len();
@@ -336,8 +340,19 @@ async fn visibility_follows_changes_and_sync() {
         .collect();
     assert_eq!(
         got,
-        vec![json!({"t": "change", "c": "docs", "oid": oid, "set": {}, "unset": ["note"]})]
+        vec![
+            json!({"t": "change", "c": "docs", "oid": oid, "set": {}, "unset": ["note"]}),
+            json!({"t": "sync"}),
+        ]
     );
+    // A sync that changes nothing sends nothing, not even `sync`.
+    let start = user.log().len();
+    let _: bool = user.trigger("admin", &json!({"on": false})).await.unwrap();
+    let got: Vec<&Value> = user.log()[start..]
+        .iter()
+        .filter(|m| m["t"] != "reply" && m["t"] != "at")
+        .collect();
+    assert!(got.is_empty(), "{got:?}");
     assert!(user.model("docs", oid).unwrap().get("note").is_none());
 
     // A change that hides a whole model removes it; one that shows it adds it back.

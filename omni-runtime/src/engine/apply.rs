@@ -255,13 +255,16 @@ where
         out.push(b']');
     }
 
-    fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>) {
+    fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>) -> bool {
+        let mut changed = false;
         for (&oid, model) in &self.models {
             let now = self.view(model, conn, conn_id, oid);
             let held = conn.held[self.idx].get(&oid).copied();
             let delta = super::view::diff(held, now, AttrSet::EMPTY);
+            changed |= delta != super::view::Delta::None;
             super::fanout::send(&self.name_json, conn, self.idx, held, oid, model, delta);
         }
+        changed
     }
 
     fn resend(&self, conn_id: ConnId, conn: &mut ConnState<S>, oid: u64) {

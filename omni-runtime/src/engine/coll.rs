@@ -80,7 +80,9 @@ pub(crate) trait CollState<S>: Send + Sync {
     /// Writes the JSON array of models `conn` may see and records them as held.
     fn write_snapshot(&self, conn_id: ConnId, conn: &mut ConnState<S>, out: &mut Vec<u8>);
     /// Pushes to `conn` the difference between what it holds and what it may see now.
-    fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>);
+    /// Re-checks every permission of one connection and pushes the difference; whether
+    /// anything was pushed.
+    fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>) -> bool;
     /// Sends a resuming connection model `oid` whole, as it may see it now (or its removal),
     /// and records that it holds that.
     fn resend(&self, conn_id: ConnId, conn: &mut ConnState<S>, oid: u64);

@@ -128,8 +128,13 @@ impl<S: Send + Sync + 'static> Engine<S> {
             return;
         };
         if conn.ready {
+            let mut changed = false;
             for coll in colls.iter() {
-                coll.sync_conn(id, conn);
+                changed |= coll.sync_conn(id, conn);
+            }
+            // Omni.js's `sync` event: what the connection sees changed.
+            if changed {
+                conn.outbox.push(wire::sync());
             }
         }
         // After the pushes: a frame that says it reflects this count holds them. Detached (or

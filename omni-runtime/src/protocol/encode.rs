@@ -232,6 +232,11 @@ pub(crate) fn at(seq: u64, view: u64) -> Bytes {
     Bytes::from(out)
 }
 
+/// `{"t":"sync"}`: `conn.sync()` changed what the connection sees (the messages before it).
+pub(crate) fn sync() -> Bytes {
+    Bytes::from_static(b"{\"t\":\"sync\"}")
+}
+
 /// `{"t":"resumed","seq":N,"full":bool}`: a resumed connection caught up (with only what
 /// changed, or with the snapshot just sent).
 pub(crate) fn resumed(seq: u64, full: bool) -> Bytes {
