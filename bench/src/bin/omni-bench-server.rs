@@ -50,6 +50,10 @@ struct Args {
     /// and at most one per 50 ms (so with a 50 ms backend, back to back).
     #[arg(long, default_value_t = 8)]
     slow_writers: usize,
+    /// Turn resume off (`Config::resume_grace` zero): a dropped client reconnects as a new
+    /// connection and gets a snapshot (the baseline of `omni-resume-bench`).
+    #[arg(long)]
+    no_resume: bool,
     /// Keep running when standard input closes.
     #[arg(long)]
     ignore_stdin: bool,
@@ -81,6 +85,11 @@ async fn run(args: Args) -> std::io::Result<()> {
         max_message_size: 16 << 20,
         // Every client of the benchmark comes from 127.0.0.1.
         max_connections_per_ip: 0,
+        resume_grace: if args.no_resume {
+            std::time::Duration::ZERO
+        } else {
+            Config::default().resume_grace
+        },
         socket_read_buffer: args
             .read_buffer
             .unwrap_or(Config::default().socket_read_buffer),
