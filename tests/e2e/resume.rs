@@ -289,3 +289,50 @@ proptest::proptest! {
         rt.block_on(drop_while_writing(k, drops))?;
     }
 }
+
+/// A chat line in a room (a channel).
+#[derive(Model, Clone, Default)]
+struct Line {
+    room: String,
+    text: String,
+}
+impl Permissions<()> for Line {}
+#[collection(model = Line)]
+struct Lines;
+impl CollectionPermissions<()> for Lines {
+    fn can_create(&self, _ctx: &Ctx<'_, ()>, _line: &Line) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn channel_subscriptions_survive_a_resume_and_the_connect_hook_does_not_run_again() {
+    let connects = Arc::new(AtomicUsize::new(0));
+    let counted = connects.clone();
+    let app = Omni::<()>::new()
+        .config(config(60_000, 10_000))
+        .collection(Lines::empty())
+        .channels::<Lines>(|l| &l.room)
+        .on_connect(move |_conn: Conn<()>| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    let srv = TestServer::start(app).await;
+    let mut a = srv.client().await;
+    let id = a.send(json!({ "t": "sub", "c": "lines", "ch": "den" })).await.unwrap();
+    a.answer(id).await.unwrap();
+    let mut b = srv.client().await;
+    assert_eq!(connects.load(Ordering::SeqCst), 2);
+    a.sever();
+    let den = b.add("lines", json!({ "room": "den", "text": "while away" })).await.unwrap();
+    let hall = b.add("lines", json!({ "room": "hall", "text": "elsewhere" })).await.unwrap();
+    assert_eq!(a.reconnect(&srv.url()).await.unwrap(), Resumed::Changes);
+    assert_eq!(a.model("lines", den).unwrap()["text"], "while away", "still in den");
+    assert!(a.model("lines", hall).is_none(), "not subscribed to hall");
+    assert_eq!(connects.load(Ordering::SeqCst), 2, "no connect hook for a resume");
+    // Live lines of its channel keep coming.
+    let more = b.add("lines", json!({ "room": "den", "text": "live" })).await.unwrap();
+    a.wait_until(|c| c.model("lines", more).is_some()).await.unwrap();
+}
