@@ -321,18 +321,40 @@ async fn channel_subscriptions_survive_a_resume_and_the_connect_hook_does_not_ru
         });
     let srv = TestServer::start(app).await;
     let mut a = srv.client().await;
-    let id = a.send(json!({ "t": "sub", "c": "lines", "ch": "den" })).await.unwrap();
+    let id = a
+        .send(json!({ "t": "sub", "c": "lines", "ch": "den" }))
+        .await
+        .unwrap();
     a.answer(id).await.unwrap();
     let mut b = srv.client().await;
     assert_eq!(connects.load(Ordering::SeqCst), 2);
     a.sever();
-    let den = b.add("lines", json!({ "room": "den", "text": "while away" })).await.unwrap();
-    let hall = b.add("lines", json!({ "room": "hall", "text": "elsewhere" })).await.unwrap();
+    let den = b
+        .add("lines", json!({ "room": "den", "text": "while away" }))
+        .await
+        .unwrap();
+    let hall = b
+        .add("lines", json!({ "room": "hall", "text": "elsewhere" }))
+        .await
+        .unwrap();
     assert_eq!(a.reconnect(&srv.url()).await.unwrap(), Resumed::Changes);
-    assert_eq!(a.model("lines", den).unwrap()["text"], "while away", "still in den");
+    assert_eq!(
+        a.model("lines", den).unwrap()["text"],
+        "while away",
+        "still in den"
+    );
     assert!(a.model("lines", hall).is_none(), "not subscribed to hall");
-    assert_eq!(connects.load(Ordering::SeqCst), 2, "no connect hook for a resume");
+    assert_eq!(
+        connects.load(Ordering::SeqCst),
+        2,
+        "no connect hook for a resume"
+    );
     // Live lines of its channel keep coming.
-    let more = b.add("lines", json!({ "room": "den", "text": "live" })).await.unwrap();
-    a.wait_until(|c| c.model("lines", more).is_some()).await.unwrap();
+    let more = b
+        .add("lines", json!({ "room": "den", "text": "live" }))
+        .await
+        .unwrap();
+    a.wait_until(|c| c.model("lines", more).is_some())
+        .await
+        .unwrap();
 }
