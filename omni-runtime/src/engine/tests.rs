@@ -205,9 +205,10 @@ fn sync_sends_only_newly_readable_or_unreadable_attributes() {
     engine.sync_conn(id);
     assert_eq!(
         drain(&outboxes[0]),
-        vec![Bytes::from_static(
-            br#"{"t":"change","c":"counters","oid":1,"set":{"secret":0}}"#
-        )]
+        vec![
+            Bytes::from_static(br#"{"t":"change","c":"counters","oid":1,"set":{"secret":0}}"#),
+            Bytes::from_static(br#"{"t":"sync"}"#),
+        ]
     );
     engine.sync_conn(id);
     assert!(
@@ -218,9 +219,12 @@ fn sync_sends_only_newly_readable_or_unreadable_attributes() {
     engine.sync_conn(id);
     assert_eq!(
         drain(&outboxes[0]),
-        vec![Bytes::from_static(
-            br#"{"t":"change","c":"counters","oid":1,"set":{},"unset":["secret"]}"#
-        )]
+        vec![
+            Bytes::from_static(
+                br#"{"t":"change","c":"counters","oid":1,"set":{},"unset":["secret"]}"#
+            ),
+            Bytes::from_static(br#"{"t":"sync"}"#),
+        ]
     );
     assert_eq!(outboxes[0].drain(&mut Vec::new()), Drain::Empty);
 }
