@@ -23,6 +23,9 @@ pub(crate) enum Drain {
     Close,
     /// Nothing pending.
     Empty,
+    /// The connection's sender must let go of the socket (the connection goes on: resumed on
+    /// another socket, or its reader ended).
+    Kicked,
 }
 
 pub(crate) struct Outbox {
@@ -64,6 +67,9 @@ struct Inner {
     control: Vec<Bytes>,
     overflowed: bool,
     closed: bool,
+    kicked: bool,
+    /// A close code and reason to send before closing (a flood, an oversized message).
+    last_words: Option<(u16, String)>,
     /// The last answers to the client's requests, by request id, kept so that a resumed
     /// connection that sends a request again gets the original answer (not a second effect).
     answers: std::collections::VecDeque<(u64, Bytes)>,
@@ -180,6 +186,8 @@ impl Outbox {
         inner.bytes = 0;
         inner.overflowed = false;
         inner.closed = false;
+        inner.kicked = false;
+        inner.last_words = None;
     }
 
     /// Replaces everything pending with `msgs` (after a resync snapshot was built), then the
@@ -213,9 +221,33 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// Closes it with a close code and reason for the client (sent after an `error` message).
+    pub(crate) fn close_with(&self, code: u16, reason: String) {
+        {
+            let mut inner = self.inner.lock();
+            inner.closed = true;
+            inner.last_words = Some((code, reason));
+        }
+        self.notify.notify_one();
+    }
+
+    /// The close code and reason to send, if the server closed the connection with one.
+    pub(crate) fn last_words(&self) -> Option<(u16, String)> {
+        self.inner.lock().last_words.take()
+    }
+
+    /// Tells the sender of the current socket to let go of it; [`Outbox::reopen`] undoes it.
+    pub(crate) fn kick(&self) {
+        self.inner.lock().kicked = true;
+        self.notify.notify_one();
+    }
+
     /// Moves every pending message into `out`.
     pub(crate) fn drain(&self, out: &mut Vec<Bytes>) -> Drain {
         let mut inner = self.inner.lock();
+        if inner.kicked {
+            return Drain::Kicked;
+        }
         if inner.closed {
             return Drain::Close;
         }

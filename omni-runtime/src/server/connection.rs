@@ -69,10 +69,9 @@ pub(super) async fn connection<S: Default + Send + Sync + 'static>(
         String::new()
     };
     let last_req = Arc::new(AtomicU64::new(0));
-    let kick = Arc::new(tokio::sync::Notify::new());
     if resumable {
         let resumable = &shared.resumable;
-        resumable.register(&token, id, outbox.clone(), last_req.clone(), kick.clone());
+        resumable.register(&token, id, outbox.clone(), last_req.clone());
     }
     shared.engine.start(id, &token);
     let link = Link {
@@ -81,7 +80,6 @@ pub(super) async fn connection<S: Default + Send + Sync + 'static>(
         token,
         last_req,
         floor: 0,
-        kick,
     };
     serve(shared, link, tx, rx).await;
 }
@@ -116,7 +114,6 @@ pub(super) async fn resumed<S: Default + Send + Sync + 'static>(
         token,
         floor: claim.last_req.load(Ordering::SeqCst),
         last_req: claim.last_req,
-        kick: claim.kick,
     };
     serve(shared, link, tx, rx).await;
 }
@@ -132,8 +129,6 @@ struct Link<S> {
     /// Requests with ids below this were seen before this socket: answered from the kept
     /// answers.
     floor: u64,
-    /// Tells this socket to let go (its connection is being resumed on another).
-    kick: Arc<tokio::sync::Notify>,
 }
 
 /// Runs the pump until the socket ends; then parks the connection for a resume (the client
@@ -141,11 +136,10 @@ struct Link<S> {
 async fn serve<S: Default + Send + Sync + 'static>(
     shared: Arc<Shared<S>>,
     link: Link<S>,
-    mut tx: Tx,
+    tx: Tx,
     mut rx: Rx,
 ) {
-    let (reason, writer) = Pump::new(&shared, &link).run(&mut tx, &mut rx).await;
-    let _ = tx.close().await;
+    let (reason, writer) = Pump::new(&shared, &link).run(tx, &mut rx).await;
     let Link {
         conn,
         outbox,
@@ -247,16 +241,10 @@ struct Pump<'a, S> {
     outbox: &'a Arc<Outbox>,
     /// One more than the highest request id the client sent (shared across resumes).
     last_req: &'a AtomicU64,
-    /// Tells it to let go of the socket.
-    kick: &'a tokio::sync::Notify,
     /// Requests with ids below this came before a resume: answered from the kept answers.
     floor: u64,
     /// Whether frames tell the client their log position (a resumable connection).
     tag: bool,
-    /// The log position and view count the last frame told the client, and when.
-    told: (u64, u64),
-    /// Frames sent since.
-    untold: u32,
     limit: RateLimit,
     events: Arc<InFlight>,
     /// The connection's writer task, started with its first write that must wait.
@@ -275,11 +263,8 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
             conn: &link.conn,
             outbox: &link.outbox,
             last_req: &link.last_req,
-            kick: &link.kick,
             floor: link.floor,
             tag: !link.token.is_empty(),
-            told: (0, 0),
-            untold: 0,
             limit: RateLimit::new(&shared.config),
             events: Arc::new(InFlight::default()),
             writer: None,
@@ -291,7 +276,7 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
     /// Returns why it stopped, and the writer task, if one was started, to be awaited.
     async fn run(
         mut self,
-        tx: &mut Tx,
+        tx: Tx,
         rx: &mut Rx,
     ) -> (&'static str, Option<tokio::task::JoinHandle<()>>) {
         let reason = self.pump(tx, rx).await;
@@ -305,22 +290,35 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
     }
 
     /// Returns why it stopped: `closed` (the client sent a close frame), `dropped` (the socket
-    /// ended without one: the network, or a protocol error), `flood`, `too_big` or `server` (the
-    /// server closed the connection).
-    async fn pump(&mut self, tx: &mut Tx, rx: &mut Rx) -> &'static str {
+    /// ended without one: the network, or a protocol error; or it was resumed on another),
+    /// `flood`, `too_big` or `server` (the server closed the connection).
+    ///
+    /// This task reads; a task of its own sends ([`send`]), woken only by the outbox, so a
+    /// delivery does not also poll the socket's read side (re-polling it on every wake cost
+    /// ~10 % of the CPU at 20 changes/s; docs/BENCHMARKS.md, "The floor").
+    async fn pump(&mut self, tx: Tx, rx: &mut Rx) -> &'static str {
         let id = self.conn.id;
-        let mut pending = Vec::new();
-        loop {
+        let sender = Sender {
+            shared: self.shared.clone(),
+            id,
+            outbox: self.outbox.clone(),
+            tag: self.tag,
+            told: (0, 0),
+            untold: 0,
+        };
+        let mut sending = tokio::spawn(sender.run(tx));
+        let reason = loop {
             tokio::select! {
                 incoming = rx.next() => match incoming {
                     Some(Ok(msg)) => {
                         if msg.is_close() {
-                            return "closed";
+                            break "closed";
                         }
                         if !self.message(msg) {
                             tracing::warn!(conn = %id, "client flooded the server; disconnecting it");
                             let reason = "message rate limit exceeded repeatedly; disconnecting";
-                            close(tx, CloseCode::Policy, reason).await;
+                            self.outbox.close_with(CloseCode::Policy.into(), reason.to_owned());
+                            let _ = (&mut sending).await;
                             return "flood";
                         }
                     }
@@ -330,7 +328,8 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                             "message too big: at most {} bytes (Config::max_message_size)",
                             self.shared.config.max_message_size
                         );
-                        close(tx, CloseCode::Size, &reason).await;
+                        self.outbox.close_with(CloseCode::Size.into(), reason);
+                        let _ = (&mut sending).await;
                         // The rest of the oversized message is unread: closing the socket now
                         // would reset it (RST) and the client could lose the close frame.
                         // Give it a moment to read it.
@@ -339,45 +338,17 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                     }
                     Some(Err(e)) => {
                         tracing::debug!(conn = %id, error = %e, "websocket error");
-                        return "dropped";
+                        break "dropped";
                     }
-                    None => return "dropped",
+                    None => break "dropped",
                 },
-                _ = self.kick.notified() => {
-                    tracing::debug!(conn = %id, "resumed on another socket; letting this one go");
-                    return "dropped";
-                }
-                _ = self.outbox.notified() => loop {
-                    // Read before draining: every commit up to it is in what is drained (or
-                    // was sent before), so the frame may say it reflects them.
-                    let seq = self.shared.published.load(Ordering::Acquire);
-                    let view = self.outbox.view();
-                    match self.outbox.drain(&mut pending) {
-                        Drain::Items => {
-                            let told = pending.len();
-                            if self.tag && self.should_tell(seq, view) {
-                                pending.push(wire::at(seq, view));
-                            }
-                            let frame = frame(&pending);
-                            let metrics = self.shared.engine.metrics();
-                            metrics.frames_sent.inc();
-                            metrics.messages_sent.inc_by(told as u64);
-                            metrics.bytes_sent.inc_by(frame.len() as u64);
-                            pending.clear();
-                            if tx.send(text(&frame)).await.is_err() {
-                                return "dropped";
-                            }
-                        }
-                        Drain::Resync => {
-                            tracing::debug!(conn = %id, "outbound queue overflowed; resyncing the client");
-                            self.shared.engine.resync(id);
-                        }
-                        Drain::Close => return "server",
-                        Drain::Empty => break,
-                    }
-                },
+                sent = &mut sending => return sent.unwrap_or("dropped"),
             }
-        }
+        };
+        // The reading side ended: the sender lets go of the socket (closing it).
+        self.outbox.kick();
+        let _ = sending.await;
+        reason
     }
 
     /// Parses one frame and handles each message in it, in order. Returns `false` when the
@@ -487,20 +458,6 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
                 }),
             }
         }
-        true
-    }
-
-    /// Whether this frame ends with its log position: always when the view count changed (a
-    /// stale one would cost a snapshot at a resume), every [`TELL_EVERY`] frames for the
-    /// sequence alone (a stale one only makes a resume send a few models again).
-    fn should_tell(&mut self, seq: u64, view: u64) -> bool {
-        let (told_seq, told_view) = self.told;
-        self.untold += 1;
-        if view == told_view && (seq == told_seq || self.untold < TELL_EVERY) {
-            return false;
-        }
-        self.told = (seq, view);
-        self.untold = 0;
         true
     }
 
@@ -623,6 +580,87 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
             };
             outbox.push_answer(req, msg);
         });
+    }
+}
+
+/// The sending half of a connection: drains its outbox into frames until the outbox is closed
+/// or kicked, or the socket fails; then closes the socket.
+struct Sender<S> {
+    shared: Arc<Shared<S>>,
+    id: ConnId,
+    outbox: Arc<Outbox>,
+    /// Whether frames tell the client their log position (a resumable connection).
+    tag: bool,
+    /// The log position and view count the last frame told the client.
+    told: (u64, u64),
+    /// Frames sent since.
+    untold: u32,
+}
+
+impl<S: Default + Send + Sync + 'static> Sender<S> {
+    /// Returns why it stopped: `dropped` (the socket failed, or it was told to let go) or
+    /// `server` (the outbox was closed).
+    async fn run(mut self, mut tx: Tx) -> &'static str {
+        let reason = self.send(&mut tx).await;
+        if reason == "server"
+            && let Some((code, text)) = self.outbox.last_words()
+        {
+            close(&mut tx, CloseCode::from(code), &text).await;
+        }
+        let _ = tx.close().await;
+        reason
+    }
+
+    async fn send(&mut self, tx: &mut Tx) -> &'static str {
+        let id = self.id;
+        let mut pending = Vec::new();
+        loop {
+            self.outbox.notified().await;
+            loop {
+                // Read before draining: every commit up to it is in what is drained (or was sent
+                // before), so the frame may say it reflects them.
+                let seq = self.shared.published.load(Ordering::Acquire);
+                let view = self.outbox.view();
+                match self.outbox.drain(&mut pending) {
+                    Drain::Items => {
+                        let told = pending.len();
+                        if self.tag && self.should_tell(seq, view) {
+                            pending.push(wire::at(seq, view));
+                        }
+                        let frame = frame(&pending);
+                        let metrics = self.shared.engine.metrics();
+                        metrics.frames_sent.inc();
+                        metrics.messages_sent.inc_by(told as u64);
+                        metrics.bytes_sent.inc_by(frame.len() as u64);
+                        pending.clear();
+                        if tx.send(text(&frame)).await.is_err() {
+                            return "dropped";
+                        }
+                    }
+                    Drain::Resync => {
+                        tracing::debug!(conn = %id, "outbound queue overflowed; resyncing the client");
+                        self.shared.engine.resync(id);
+                    }
+                    Drain::Kicked => return "dropped",
+                    Drain::Close => return "server",
+                    Drain::Empty => break,
+                }
+            }
+        }
+    }
+
+    /// Whether this frame ends with its log position: always when the view count changed (a
+    /// stale one would cost a snapshot at a resume), every [`TELL_EVERY`] frames for the
+    /// sequence alone (a stale one only makes a resume send a few models again).
+    fn should_tell(&mut self, seq: u64, view: u64) -> bool {
+        let (told_seq, told_view) = self.told;
+        self.untold += 1;
+        if view == told_view && (seq == told_seq || self.untold < TELL_EVERY) {
+            return false;
+        }
+        self.told = (seq, view);
+        self.untold = 0;
+        true
     }
 }
 

@@ -23,9 +23,6 @@ struct Parked {
     generation: u64,
     /// The dropped socket's writer task, still finishing the writes it had queued.
     writer: Option<JoinHandle<()>>,
-    /// Tells the attached socket's pump to let go (a resume of a socket the server has not yet
-    /// seen drop: a half-open connection).
-    kick: Arc<tokio::sync::Notify>,
 }
 
 /// What a resuming socket takes over.
@@ -34,7 +31,6 @@ pub(super) struct Claim {
     pub(super) outbox: Arc<Outbox>,
     pub(super) last_req: Arc<AtomicU64>,
     pub(super) writer: Option<JoinHandle<()>>,
-    pub(super) kick: Arc<tokio::sync::Notify>,
 }
 
 /// Why a resume token could not be claimed.
@@ -60,7 +56,6 @@ impl Resumable {
         id: ConnId,
         outbox: Arc<Outbox>,
         last_req: Arc<AtomicU64>,
-        kick: Arc<tokio::sync::Notify>,
     ) {
         let parked = Parked {
             id,
@@ -69,7 +64,6 @@ impl Resumable {
             attached: true,
             generation: 0,
             writer: None,
-            kick,
         };
         self.map.lock().insert(token.to_owned(), parked);
     }
@@ -96,18 +90,17 @@ impl Resumable {
         let mut map = self.map.lock();
         let parked = map.get_mut(token).ok_or(Unclaimed::Unknown)?;
         if parked.attached {
-            parked.kick.notify_one();
+            // A socket the server has not yet seen drop (half-open): its sender lets go.
+            parked.outbox.kick();
             return Err(Unclaimed::Attached);
         }
         parked.attached = true;
         parked.generation += 1;
-        parked.kick = Arc::default();
         Ok(Claim {
             id: parked.id,
             outbox: parked.outbox.clone(),
             last_req: parked.last_req.clone(),
             writer: parked.writer.take(),
-            kick: parked.kick.clone(),
         })
     }
 
