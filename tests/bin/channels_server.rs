@@ -54,6 +54,9 @@ struct Args {
     host: std::net::IpAddr,
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// `Config::resume_grace` in milliseconds (default: the runtime's, 60 s).
+    #[arg(long)]
+    resume_grace_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -82,7 +85,14 @@ async fn main() -> std::io::Result<()> {
                 Ok::<_, EventError>(())
             },
         )
-        .no_static()
+        .config(Config {
+            static_dir: None,
+            resume_grace: args.resume_grace_ms.map_or(
+                Config::default().resume_grace,
+                std::time::Duration::from_millis,
+            ),
+            ..Config::default()
+        })
         .build();
     let listener = tokio::net::TcpListener::bind((args.host, args.port)).await?;
     println!(

@@ -15,23 +15,28 @@ const require = createRequire(import.meta.url);
 const WebSocket = require("ws");
 
 let child;
+const extraChildren = [];
 let port;
 let Omni;
 const clients = [];
 
-function startServer() {
+function startServer(extra = []) {
   const bin = process.env.OMNI_CHANNELS_BIN;
-  child = bin
-    ? spawn(bin, ["--port", "0"], { stdio: ["ignore", "pipe", "inherit"] })
-    : spawn("cargo", ["run", "-q", "-p", "omni-tests", "--bin", "channels-server", "--", "--port", "0"], {
+  const args = ["--port", "0", ...extra];
+  const proc = bin
+    ? spawn(bin, args, { stdio: ["ignore", "pipe", "inherit"] })
+    : spawn("cargo", ["run", "-q", "-p", "omni-tests", "--bin", "channels-server", "--", ...args], {
         cwd: repoRoot,
         stdio: ["ignore", "pipe", "inherit"],
       });
+  if (extra.length === 0) child = proc;
+  else extraChildren.push(proc);
+  const child_ = proc;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("channels server did not start")), 600_000);
     let out = "";
-    child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (chunk) => {
+    child_.stdout.setEncoding("utf8");
+    child_.stdout.on("data", (chunk) => {
       out += chunk;
       const m = out.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
       if (m) {
@@ -39,8 +44,8 @@ function startServer() {
         resolve(Number(m[1]));
       }
     });
-    child.on("exit", (code) => reject(new Error(`channels server exited (${code})`)));
-    child.on("error", (e) => {
+    child_.on("exit", (code) => reject(new Error(`channels server exited (${code})`)));
+    child_.on("error", (e) => {
       clearTimeout(timer);
       reject(new Error(`cannot start the channels server (${e.message}); is it built?`));
     });
@@ -71,6 +76,7 @@ before(async () => {
 after(() => {
   for (const c of clients) c.close();
   if (child && child.exitCode === null) child.kill("SIGTERM");
+  for (const c of extraChildren) if (c.exitCode === null) c.kill("SIGTERM");
 });
 
 test("subscribe and unsubscribe: only the channels' models, live", async () => {
@@ -126,6 +132,44 @@ test("subscriptions are restored after a reconnect, without duplicates", async (
     const other = await client();
     await other.collections.posts.create({ room: "red", text: "after reconnect" });
     await until(() => c.collections.posts.findWhere({ text: "after reconnect" }), "live after reconnect");
+  } finally {
+    await proxy.close();
+  }
+});
+
+test("a resume refused after the grace period falls back to a new connection: snapshot, channels renewed, queued writes sent", async () => {
+  // A server that keeps a dropped connection for 200 ms only.
+  const shortPort = await startServer(["--resume-grace-ms", "200"]);
+  const proxy = await startProxy(shortPort);
+  try {
+    const c = await client(proxy.url);
+    await c.collections.posts.subscribe("red");
+    const before = c.collections.posts.length;
+    let resumed = 0;
+    c.on("resume", () => resumed++);
+    const disconnected = next(c, "disconnect");
+    const reconnected = next(c, "reconnect", 10000);
+    proxy.hold();
+    proxy.cut();
+    await disconnected;
+    assert.equal(c.state, "resuming");
+    // Written offline: queued (the client still hopes to resume).
+    const queued = c.collections.posts.create({ room: "red", text: "queued while away" });
+    await new Promise((r) => setTimeout(r, 600)); // past the server's grace period
+    proxy.release();
+    await reconnected;
+    assert.equal(resumed, 0, "not resumed: a new connection");
+    assert.equal(c.state, "open");
+    // The snapshot and the renewed subscription bring red back, without duplicates...
+    await until(() => c.collections.posts.length >= before, "red posts back");
+    const oids = c.collections.posts.map((p) => p.oid);
+    assert.equal(new Set(oids).size, oids.length);
+    // ...and the queued write went to the new connection, once.
+    const made = await queued;
+    const other = await client(`ws://127.0.0.1:${shortPort}/omni`);
+    await other.collections.posts.subscribe("red");
+    await until(() => other.collections.posts.get(made.oid), "the queued post on the server");
+    assert.equal(other.collections.posts.filter((p) => p.get("text") === "queued while away").length, 1);
   } finally {
     await proxy.close();
   }
