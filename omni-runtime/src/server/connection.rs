@@ -148,21 +148,14 @@ async fn serve<S: Default + Send + Sync + 'static>(
     } = link;
     // Only a connection lost without a close frame waits: a client that closed it meant it.
     let writer = if reason == "dropped" && !token.is_empty() {
-        match shared.resumable.park(&token, writer) {
-            Ok(generation) => {
-                // The disconnect hooks wait for the grace period: a resume within it is
-                // seamless.
-                shared.engine.detach(conn.id);
-                tracing::debug!(conn = %conn.id, "client dropped; waiting for it to resume");
-                let grace = shared.config.resume_grace;
-                tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    if let Some(writer) = shared.resumable.expire(&token, generation) {
-                        finish(&shared, &conn, &outbox, writer).await;
-                    }
-                });
-                return;
-            }
+        match park(
+            shared.clone(),
+            conn.clone(),
+            outbox.clone(),
+            token.clone(),
+            writer,
+        ) {
+            Ok(()) => return,
             Err(writer) => writer,
         }
     } else {
@@ -170,6 +163,89 @@ async fn serve<S: Default + Send + Sync + 'static>(
     };
     shared.resumable.forget(&token);
     finish(&shared, &conn, &outbox, writer).await;
+}
+
+/// Parks a connection for a resume: fan-outs skip it, and unless a socket resumes it within the
+/// grace period, it ends then (its disconnect hooks run). The writer back if its token is
+/// unknown.
+pub(super) fn park<S: Default + Send + Sync + 'static>(
+    shared: Arc<Shared<S>>,
+    conn: Conn<S>,
+    outbox: Arc<Outbox>,
+    token: String,
+    writer: Option<tokio::task::JoinHandle<()>>,
+) -> Result<(), Option<tokio::task::JoinHandle<()>>> {
+    let generation = shared.resumable.park(&token, writer)?;
+    // The disconnect hooks wait for the grace period: a resume within it is seamless.
+    shared.engine.detach(conn.id);
+    tracing::debug!(conn = %conn.id, "client dropped; waiting for it to resume");
+    let grace = shared.config.resume_grace;
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        if let Some(writer) = shared.resumable.expire(&token, generation) {
+            finish(&shared, &conn, &outbox, writer).await;
+        }
+    });
+    Ok(())
+}
+
+/// A claimed resume whose socket has not started yet. If the HTTP upgrade fails before it does
+/// (the client went away again), dropping this parks the connection again, so it is not left
+/// claimed forever (with its disconnect hooks never run).
+pub(super) struct Unstarted<S: Default + Send + Sync + 'static> {
+    armed: Option<Claimed<S>>,
+}
+
+/// What a claimed resume needs to be parked again: the server, the connection, its outbox and
+/// its token.
+struct Claimed<S> {
+    shared: Arc<Shared<S>>,
+    id: ConnId,
+    outbox: Arc<Outbox>,
+    token: String,
+}
+
+impl<S: Default + Send + Sync + 'static> Unstarted<S> {
+    pub(super) fn new(
+        shared: Arc<Shared<S>>,
+        id: ConnId,
+        outbox: Arc<Outbox>,
+        token: String,
+    ) -> Self {
+        Unstarted {
+            armed: Some(Claimed {
+                shared,
+                id,
+                outbox,
+                token,
+            }),
+        }
+    }
+
+    /// The socket started: nothing to undo.
+    pub(super) fn started(mut self) {
+        self.armed = None;
+    }
+}
+
+impl<S: Default + Send + Sync + 'static> Drop for Unstarted<S> {
+    fn drop(&mut self) {
+        if let Some(Claimed {
+            shared,
+            id,
+            outbox,
+            token,
+        }) = self.armed.take()
+        {
+            let conn = Conn {
+                id,
+                engine: shared.engine.clone(),
+            };
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = park(shared, conn, outbox, token, None);
+            }
+        }
+    }
 }
 
 /// Ends a connection for good: its queued writes finish, the disconnect hooks run (its session

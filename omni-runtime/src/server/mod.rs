@@ -285,10 +285,17 @@ async fn upgrade<S: Default + Send + Sync + 'static>(
             claimed = shared.resumable.claim(&token);
         }
         if let Ok(claim) = claimed {
+            let unstarted = connection::Unstarted::new(
+                shared.clone(),
+                claim.id,
+                claim.outbox.clone(),
+                token.clone(),
+            );
             // The token is the credential of the session it resumes: no authenticate, no
             // connect hooks.
             return ws.accept(read, max, move |socket| async move {
                 let _slot = slot;
+                unstarted.started();
                 connection::resumed(shared, socket, claim, token, at).await
             });
         }
