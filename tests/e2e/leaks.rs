@@ -211,6 +211,11 @@ fn check_client(
     from: usize,
 ) -> Result<(), TestCaseError> {
     for msg in &client.log()[from..] {
+        // `hello` carries no model data, and its random epoch and resume token may happen to
+        // contain the marker's digits.
+        if msg["t"] == "hello" {
+            continue;
+        }
         let text = msg.to_string();
         prop_assert!(
             !text.contains("_token") && !text.contains("31337"),

@@ -20,7 +20,9 @@ mod builder;
 mod config;
 mod connection;
 mod limits;
+mod pump;
 mod resume;
+mod sender;
 
 use std::collections::HashMap;
 use std::future::Future;
