@@ -9,6 +9,8 @@
 
 mod assets;
 pub mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod collection;
 pub mod conn;
 mod engine;

@@ -3,6 +3,7 @@
 
 mod apps;
 mod auth;
+mod cluster;
 mod collections;
 mod connections;
 mod durable;

@@ -358,6 +358,7 @@ where
         match write {
             ServerWrite::Insert(model) => self.create(cx, model).map(Some),
             ServerWrite::Update { oid, f } => self.server_update(cx, oid, f),
+            ServerWrite::Merge { oid, base, mine } => self.server_merge(cx, oid, &base, &mine),
             ServerWrite::FindOrInsert { pred, make } => {
                 if let Some((oid, pending)) = self.find_head(pred) {
                     return Err(Refusal::Exists { oid, pending });
@@ -508,6 +509,39 @@ where
         let mut out = Vec::new();
         crate::model::write_object(model, Some(oid), mask, &mut out);
         wire::reply_ok(req, &out)
+    }
+
+    fn head_doc(&self, oid: u64) -> Option<Bytes> {
+        let codec = self.codec.as_ref()?;
+        let model = self.head(oid)?;
+        (codec.encode)(model).ok().map(Bytes::from)
+    }
+
+    fn follow(
+        &mut self,
+        conns: &mut Conns<S>,
+        seq: u64,
+        oid: u64,
+        doc: Option<&[u8]>,
+    ) -> Result<bool, String> {
+        let origin = Origin::Server;
+        let mut jobs = Vec::new(); // observers run on the node that made the write
+        let Some(doc) = doc else {
+            return Ok(self
+                .commit_remove(conns, seq, oid, &origin, &mut jobs)
+                .is_some());
+        };
+        let codec = self
+            .codec
+            .as_ref()
+            .ok_or("the collection is not persisted")?;
+        let model = (codec.decode)(doc)?;
+        if self.models.contains_key(&oid) {
+            Ok(self.commit_replace(conns, seq, oid, &origin, model, None, &mut jobs))
+        } else {
+            self.commit_insert(conns, seq, oid, &origin, model, None, &mut jobs);
+            Ok(true)
+        }
     }
 
     fn announce(

@@ -35,6 +35,14 @@ pub(crate) enum ServerWrite<'a> {
     Remove {
         oid: u64,
     },
+    /// In a cluster: a server update that another node's write overtook, made again on the
+    /// newer model: every top-level field the write changed (`mine` against `base`, both the
+    /// stored JSON) takes the write's value, the others keep the newer model's.
+    Merge {
+        oid: u64,
+        base: Bytes,
+        mine: Bytes,
+    },
     /// Inserts `make()` unless a model (applied or on its way) matches `pred`.
     FindOrInsert {
         pred: &'a mut dyn FnMut(&dyn Any) -> bool,
@@ -145,6 +153,19 @@ pub(crate) trait CollState<S>: Send + Sync {
         oid: u64,
         data: Option<serde_json::Value>,
     ) -> Bytes;
+    /// The stored JSON of the model as the next write sees it (its head), if it exists and the
+    /// collection is persisted.
+    fn head_doc(&self, oid: u64) -> Option<Bytes>;
+    /// In a cluster: applies another node's commit `seq` of model `oid` (its stored JSON, or
+    /// `None` for a removal) and fans it out. Observers do not run (they run on the node that
+    /// made the write). `Err`: the document cannot be decoded.
+    fn follow(
+        &mut self,
+        conns: &mut Conns<S>,
+        seq: u64,
+        oid: u64,
+        doc: Option<&[u8]>,
+    ) -> Result<bool, String>;
     /// Applies a change made outside the engine as commit `seq` and fans it out. `false` if it
     /// did not apply (an update or delete of an unknown OID, a model of another type).
     fn announce(

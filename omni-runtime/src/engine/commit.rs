@@ -50,6 +50,9 @@ pub(crate) struct Proposal {
     pub(crate) gate: Option<Arc<Gate>>,
     /// The generation of the model's pending entry this write belongs to.
     pub(crate) generation: u64,
+    /// In a cluster: the revision of the model this write was validated on (0: none, a
+    /// create), when no earlier write of this node to the model was still on its way.
+    pub(crate) base: u64,
 }
 
 /// The end of one write in a model's chain of pending writes.
@@ -57,9 +60,22 @@ pub(crate) struct Proposal {
 pub(crate) struct Gate {
     state: parking_lot::Mutex<Option<bool>>,
     opened: tokio::sync::Notify,
+    /// In a cluster: the revision the write was committed at, set before it is opened.
+    revision: std::sync::atomic::AtomicU64,
 }
 
 impl Gate {
+    /// Records the revision the write was committed at (in a cluster).
+    pub(crate) fn set_revision(&self, revision: u64) {
+        self.revision
+            .store(revision, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The revision the write was committed at (0 if not in a cluster, or not committed).
+    pub(crate) fn revision(&self) -> u64 {
+        self.revision.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Records how the write ended and wakes the next write to the model.
     pub(crate) fn open(&self, ok: bool) {
         *self.state.lock() = Some(ok);
@@ -144,6 +160,18 @@ pub(crate) enum Refusal {
         model: &'static str,
         oid: u64,
     },
+    /// In a cluster: another node committed a write to the model first; the write is validated
+    /// again on the newer model (and refused with this only after several attempts).
+    Conflict {
+        coll: &'static str,
+        model: &'static str,
+        oid: u64,
+    },
+    /// In a cluster: the commit log (NATS) could not take the write.
+    Unavailable {
+        coll: &'static str,
+        reason: String,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -219,6 +247,14 @@ impl fmt::Display for Refusal {
             Refusal::EarlierWriteFailed { coll, model, oid } => write!(
                 f,
                 "{coll}/{model} {oid}: an earlier write to this model failed in the storage, so this one (made on top of it) was not applied"
+            ),
+            Refusal::Conflict { coll, model, oid } => write!(
+                f,
+                "{coll}/{model} {oid}: other nodes of the cluster kept changing this model at the same time; the write was not applied (try again)"
+            ),
+            Refusal::Unavailable { coll, reason } => write!(
+                f,
+                "{coll}: the cluster's commit log is unavailable, the write was not applied: {reason}"
             ),
         }
     }

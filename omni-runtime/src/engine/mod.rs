@@ -31,6 +31,7 @@ pub(crate) mod commit;
 mod conns;
 mod fanout;
 pub(crate) mod observe;
+pub(crate) mod replica;
 pub(crate) mod state;
 pub(crate) mod store;
 mod view;
@@ -62,6 +63,17 @@ pub(crate) struct Engine<S> {
     core: Arc<Core<S>>,
 }
 
+/// An engine handle that does not keep it alive (for a cluster's background tasks).
+pub(crate) struct WeakEngine<S> {
+    core: Weak<Core<S>>,
+}
+
+impl<S> WeakEngine<S> {
+    pub(crate) fn upgrade(&self) -> Option<Engine<S>> {
+        self.core.upgrade().map(|core| Engine { core })
+    }
+}
+
 impl<S> Clone for Engine<S> {
     fn clone(&self) -> Self {
         Engine {
@@ -75,6 +87,8 @@ pub(crate) struct Core<S> {
     storage: Storage,
     observers: Observers,
     metrics: Arc<Metrics>,
+    /// In a cluster: the link to the shared commit log.
+    replica: Option<replica::Replica>,
     me: Weak<Core<S>>,
 }
 
@@ -132,7 +146,12 @@ impl Pending {
 }
 
 impl<S: Send + Sync + 'static> Engine<S> {
-    pub(crate) fn new(mut state: State<S>, storage: Storage, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        mut state: State<S>,
+        storage: Storage,
+        metrics: Arc<Metrics>,
+        replica: Option<replica::Replica>,
+    ) -> Self {
         for coll in &mut state.colls {
             coll.instrument(&metrics);
         }
@@ -142,6 +161,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
             storage,
             observers: Observers::new(),
             metrics: metrics.clone(),
+            replica,
             me: me.clone(),
         });
         let weak = Arc::downgrade(&core);
@@ -153,6 +173,13 @@ impl<S: Send + Sync + 'static> Engine<S> {
             st.colls.iter().map(|c| (c.name(), c.len())).collect()
         });
         Engine { core }
+    }
+
+    /// A handle that does not keep the engine alive.
+    pub(crate) fn downgrade(&self) -> WeakEngine<S> {
+        WeakEngine {
+            core: Arc::downgrade(&self.core),
+        }
     }
 
     /// The server's metrics.
@@ -229,10 +256,14 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 }
                 Ok(Some(p)) if !staged => {
                     let reply = StoreReply::done(&p.request);
-                    let _ = self.commit(&mut st, p, reply, Some(&request));
+                    let seq = st.log.seq + 1;
+                    let _ = self.commit(&mut st, seq, p, reply, Some(&request));
                     return None;
                 }
-                Ok(Some(p)) => p,
+                Ok(Some(mut p)) => {
+                    Self::note_base(&st, &mut p);
+                    p
+                }
             }
         };
         Some(Staged { proposal, request })
@@ -240,10 +271,51 @@ impl<S: Send + Sync + 'static> Engine<S> {
 
     /// Finishes a staged client write: storage, then apply and answer. Boxed, so that the fast
     /// path's callers (a connection's task) stay small.
+    ///
+    /// In a cluster, a write that another node's write to the same model overtook is validated
+    /// again on the newer model, up to [`ATTEMPTS`] times; it runs in a task of its own, so that
+    /// a connection that ends meanwhile does not abandon a write the log may already hold.
     pub(crate) fn finish(&self, staged: Staged) -> crate::storage::BoxFuture<()> {
         let engine = self.clone();
+        if self.core.replica.is_none() {
+            return Box::pin(async move {
+                let _ = engine.staged(staged.proposal, Some(staged.request)).await;
+            });
+        }
+        let task = tokio::spawn(async move {
+            let mut staged = staged;
+            for attempt in 1..=ATTEMPTS {
+                let (proposal, request) = (staged.proposal, staged.request);
+                let Origin::Client { conn, req } = proposal.origin.clone() else {
+                    return;
+                };
+                let (idx, options) = (proposal.coll, proposal.request.options.clone());
+                if !matches!(
+                    engine.staged(proposal, Some(request.clone())).await,
+                    Err(Refusal::Conflict { .. })
+                ) {
+                    return;
+                }
+                let st = engine.lock("a write overtaken by another node");
+                let coll = st.colls[idx].name();
+                if attempt == ATTEMPTS {
+                    let refusal = Refusal::Conflict {
+                        coll,
+                        model: st.colls[idx].model_name(),
+                        oid: request.oid().unwrap_or_default(),
+                    };
+                    answer_refusal(&st, idx, conn, req, &request, &refusal);
+                    return;
+                }
+                drop(st);
+                match engine.client_request(conn, req, coll, request, options) {
+                    Some(next) => staged = next,
+                    None => return, // answered: refused on the newer model, or nothing to do
+                }
+            }
+        });
         Box::pin(async move {
-            let _ = engine.staged(staged.proposal, Some(staged.request)).await;
+            let _ = task.await;
         })
     }
 
@@ -257,8 +329,15 @@ impl<S: Send + Sync + 'static> Engine<S> {
             ),
             (_, handle) => handle.ok(),
         };
+        let mut base = None;
         let proposal = {
             let mut st = self.lock(what);
+            if self.core.replica.is_some()
+                && let ServerWrite::Update { oid, .. } = &write
+            {
+                // What the write changed, should another node's write overtake it.
+                base = st.colls[idx].head_doc(*oid);
+            }
             let State {
                 colls, conns, oids, ..
             } = &mut *st;
@@ -304,15 +383,19 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 }
                 Ok(Some(p)) if !staged => {
                     let reply = StoreReply::done(&p.request);
-                    return Pending::Done(self.commit(&mut st, p, reply, None));
+                    let seq = st.log.seq + 1;
+                    return Pending::Done(self.commit(&mut st, seq, p, reply, None));
                 }
-                Ok(Some(p)) => p,
+                Ok(Some(mut p)) => {
+                    Self::note_base(&st, &mut p);
+                    p
+                }
             }
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let engine = self.clone();
         let run = async move {
-            let _ = tx.send(engine.staged(proposal, None).await);
+            let _ = tx.send(engine.staged_server(proposal, base).await);
         };
         if let Some(rt) = runtime {
             rt.spawn(run);
@@ -323,11 +406,19 @@ impl<S: Send + Sync + 'static> Engine<S> {
     /// Applies a change announced by server code (made outside the engine) as a commit.
     pub(crate) fn announce(&self, idx: usize, what: Announce) -> bool {
         let mut st = self.lock("an announce_* call");
+        if self.core.replica.is_some() {
+            tracing::error!(
+                collection = st.colls[idx].name(),
+                "announce_* is not available on a cluster node (a change made outside the engine would reach only this node's clients): write it with insert, update or remove"
+            );
+            return false;
+        }
         let State {
             colls,
             conns,
             oids,
             log,
+            ..
         } = &mut *st;
         let mut jobs = Vec::new();
         let oid = match &what {
@@ -361,6 +452,22 @@ impl<S: Send + Sync + 'static> Engine<S> {
             Some(gate) => gate.wait().await,
             None => true,
         };
+        let origin = proposal.origin.clone();
+        if !previous_ok && self.core.replica.is_some() {
+            // Made on top of a write that failed: validated again on what is applied.
+            let mut st = self.lock("a write after a failed one");
+            st.colls[proposal.coll].abort(&proposal);
+            drop(st);
+            unfinished.gate = None;
+            if let Some(gate) = &proposal.gate {
+                gate.open(false);
+            }
+            return Err(Refusal::Conflict {
+                coll: proposal.request.collection,
+                model: proposal.request.model,
+                oid: proposal.oid,
+            });
+        }
         let stored = if previous_ok {
             let (coll, model) = (proposal.request.collection, proposal.request.model);
             let oid =
@@ -383,18 +490,52 @@ impl<S: Send + Sync + 'static> Engine<S> {
             })
         };
         let gate = proposal.gate.clone();
-        let result = {
-            let mut st = self.lock("applying a commit");
-            match stored {
-                Ok(reply) => self.commit(&mut st, proposal, reply, request.as_ref()),
-                Err(refusal) => {
-                    st.colls[proposal.coll].abort(&proposal);
-                    if let (Origin::Client { conn, req }, Some(request)) =
-                        (&proposal.origin, &request)
-                    {
-                        answer_refusal(&st, proposal.coll, *conn, *req, request, &refusal);
+        let cluster = self
+            .core
+            .replica
+            .as_ref()
+            .filter(|_| !matches!(proposal.op, Op::Read));
+        let result = match (stored, cluster) {
+            (Ok(_), Some(replica)) => {
+                // The commit log decides the order; this node's follower applies it.
+                let (coll, model, oid) = (
+                    proposal.request.collection,
+                    proposal.request.model,
+                    proposal.oid,
+                );
+                let trip = self.replicate(replica, proposal, request.clone()).await;
+                unfinished.gate = None; // settled by the follower, or aborted
+                let result = match trip {
+                    replica::Trip::Done(result) => result,
+                    replica::Trip::Conflict => Err(Refusal::Conflict { coll, model, oid }),
+                };
+                if let (
+                    Err(refusal @ Refusal::Unavailable { .. }),
+                    Some(request),
+                    Origin::Client { conn, req },
+                ) = (&result, &request, &origin)
+                {
+                    let st = self.lock("answering a refused write");
+                    answer_refusal(&st, unfinished.coll, *conn, *req, request, refusal);
+                }
+                result
+            }
+            (stored, _) => {
+                let mut st = self.lock("applying a commit");
+                match stored {
+                    Ok(reply) => {
+                        let seq = st.log.seq + 1;
+                        self.commit(&mut st, seq, proposal, reply, request.as_ref())
                     }
-                    Err(refusal)
+                    Err(refusal) => {
+                        st.colls[proposal.coll].abort(&proposal);
+                        if let (Origin::Client { conn, req }, Some(request)) =
+                            (&proposal.origin, &request)
+                        {
+                            answer_refusal(&st, proposal.coll, *conn, *req, request, &refusal);
+                        }
+                        Err(refusal)
+                    }
                 }
             }
         };
@@ -412,10 +553,64 @@ impl<S: Send + Sync + 'static> Engine<S> {
         result
     }
 
+    /// A staged write of server code; in a cluster, made again on the newer model when another
+    /// node's write overtook it (an update merged field by field, a removal repeated).
+    async fn staged_server(
+        &self,
+        mut proposal: Proposal,
+        base: Option<Bytes>,
+    ) -> Result<Applied, Refusal> {
+        for attempt in 1..=ATTEMPTS {
+            let (idx, oid) = (proposal.coll, proposal.oid);
+            let (method, mine) = (proposal.request.method, proposal.request.doc.clone());
+            let conflict = match self.staged(proposal, None).await {
+                Err(conflict @ Refusal::Conflict { .. }) => conflict,
+                other => return other,
+            };
+            let write = match (method, &base, mine) {
+                (crate::storage::Method::Delete, _, _) => ServerWrite::Remove { oid },
+                (crate::storage::Method::Update, Some(base), Some(mine)) if attempt < ATTEMPTS => {
+                    ServerWrite::Merge {
+                        oid,
+                        base: base.clone(),
+                        mine,
+                    }
+                }
+                _ => return Err(conflict),
+            };
+            let mut st = self.lock("a server write overtaken by another node");
+            let State {
+                colls, conns, oids, ..
+            } = &mut *st;
+            let cx = Cx {
+                conns,
+                oids,
+                backend: self.core.storage.backend(),
+                staged: true,
+            };
+            match colls[idx].server_write(cx, write) {
+                Err(refusal) => return Err(refusal),
+                Ok(None) => {
+                    return Ok(Applied {
+                        oid,
+                        existing: false,
+                        removed: None,
+                    });
+                }
+                Ok(Some(mut p)) => {
+                    Self::note_base(&st, &mut p);
+                    proposal = p;
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
     /// Applies a durable proposal as the next commit of the log (or answers a read).
     fn commit(
         &self,
         st: &mut Locked<'_, S>,
+        seq: u64,
         proposal: Proposal,
         reply: StoreReply,
         request: Option<&CollRequest>,
@@ -438,9 +633,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
             conns,
             oids,
             log,
+            ..
         } = &mut **st;
         let mut jobs: Vec<Job> = Vec::new();
-        let seq = log.seq + 1;
         // Only a create may take an id from the storage (a database sequence).
         let oid = match proposal.op {
             Op::Create(_) => reply.oid,
@@ -462,6 +657,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
         result
     }
 }
+
+/// How many times a write that other nodes' writes keep overtaking is validated again.
+const ATTEMPTS: u32 = 32;
 
 /// A staged write on its way. If it is dropped before it finished (a panic while applying, a
 /// task dropped at shutdown), it is forgotten and its gate opened as failed, so the writes
@@ -535,6 +733,10 @@ impl<S: Send + Sync + 'static> WorldCore for Core<S> {
         let st = self.lock("World::broadcast");
         for conn in st.conns.values().filter(|c| c.ready) {
             conn.outbox.push_control(msg.clone());
+        }
+        drop(st);
+        if let Some(replica) = &self.replica {
+            replica.broadcast(msg);
         }
     }
 

@@ -65,6 +65,15 @@ impl std::hash::Hasher for OidHasher {
 pub(crate) struct Oids {
     last: u64,
     reserved: u64,
+    /// In a cluster: the source of OID blocks no other node gets, and where the current one ends.
+    blocks: Option<(std::sync::Arc<dyn OidBlocks>, u64)>,
+}
+
+/// Disjoint blocks of OIDs for one node of a cluster.
+pub(crate) trait OidBlocks: Send + Sync {
+    /// The next block of OIDs that this node alone may hand out. Called under the engine lock:
+    /// it must not block (a cluster keeps a block claimed ahead).
+    fn next_block(&self) -> std::ops::Range<u64>;
 }
 
 /// OIDs reserved at a time.
@@ -75,6 +84,16 @@ impl Oids {
         Oids {
             last: 0,
             reserved: 0,
+            blocks: None,
+        }
+    }
+
+    /// OIDs from now on come from `blocks` (a cluster node).
+    pub(crate) fn from_blocks(blocks: std::sync::Arc<dyn OidBlocks>) -> Self {
+        Oids {
+            last: 0,
+            reserved: 0,
+            blocks: Some((blocks, 0)),
         }
     }
 
@@ -86,6 +105,15 @@ impl Oids {
 
     /// The next OID; reserves another block with the backend when the current one is used up.
     pub(crate) fn next(&mut self, backend: &dyn Backend) -> u64 {
+        if let Some((blocks, end)) = &mut self.blocks {
+            if self.last + 1 >= *end {
+                let block = blocks.next_block();
+                self.last = block.start.saturating_sub(1);
+                *end = block.end;
+            }
+            self.last += 1;
+            return self.last;
+        }
         self.last += 1;
         if self.last > self.reserved {
             self.reserved = self.last + OID_BLOCK;
@@ -96,6 +124,9 @@ impl Oids {
 
     /// Records an OID given elsewhere (a backend's own id, an announced model).
     pub(crate) fn saw(&mut self, oid: u64) {
+        if self.blocks.is_some() {
+            return; // a cluster's blocks are disjoint: other nodes' OIDs are never ours
+        }
         self.last = self.last.max(oid);
     }
 }
@@ -122,8 +153,12 @@ pub(crate) struct Log {
 
 impl Log {
     /// Records commit `seq` (the next one) of model `oid` of collection `idx`.
+    /// In a cluster the sequence numbers are the commit log's revisions, which skip the
+    /// revisions of the log's own bookkeeping entries.
+    /// (A node's own write whose entry a newer value replaced before it was read is applied
+    /// late, at the current sequence number.)
     pub(crate) fn record(&mut self, seq: u64, idx: usize, oid: u64) {
-        debug_assert_eq!(seq, self.seq + 1);
+        let seq = seq.max(self.seq);
         self.seq = seq;
         if self.limit > 0 {
             self.history.push_back((seq, idx, oid));
@@ -153,6 +188,16 @@ impl Log {
         touched.sort_unstable();
         touched.dedup();
         Some(touched)
+    }
+
+    /// Continues a shared log (a cluster's): its epoch, and the last revision already applied.
+    pub(crate) fn continue_at(&mut self, epoch: u64, seq: u64) {
+        self.epoch = epoch;
+        self.seq = seq;
+        self.floor = seq;
+        self.history.clear();
+        self.published
+            .store(seq, std::sync::atomic::Ordering::Release);
     }
 
     /// Keeps at most `limit` commits of history (0: none, so no connection can resume from it).
@@ -195,6 +240,8 @@ pub(crate) struct State<S> {
     pub(super) conns: Conns<S>,
     pub(super) oids: Oids,
     pub(super) log: Log,
+    /// In a cluster: the revision of each model in the commit log (collection index, OID).
+    pub(super) revisions: HashMap<(usize, u64), u64>,
 }
 
 impl<S: Send + Sync + 'static> State<S> {
@@ -204,6 +251,7 @@ impl<S: Send + Sync + 'static> State<S> {
             conns: HashMap::new(),
             oids: Oids::new(),
             log: Log::new(),
+            revisions: HashMap::new(),
         }
     }
 
@@ -238,6 +286,33 @@ impl<S: Send + Sync + 'static> State<S> {
 
     pub(crate) fn coll_index_of(&self, type_id: std::any::TypeId) -> Option<usize> {
         self.colls.iter().position(|c| c.type_id() == type_id)
+    }
+
+    /// Gives every collection of a cluster node its models: those in the cluster's bucket, or
+    /// the seeds, under OIDs that every node gives them alike (collection `i`'s seeds are
+    /// `(i + 1) << 20` and up), so nodes started together seed the bucket with the same keys.
+    /// From then on OIDs come from the cluster's blocks.
+    pub(crate) fn load_cluster(
+        &mut self,
+        backend: &dyn Backend,
+        blocks: Arc<dyn OidBlocks>,
+        epoch: u64,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        for i in 0..self.colls.len() {
+            if !self.colls[i].persisted() {
+                return Err(StoreError::failed(format!(
+                    "collection `{}` is not persisted: in a cluster every collection lives in the shared bucket; register it with `.persist::<C>()` (its model must implement Serialize and Deserialize)",
+                    self.colls[i].name()
+                )));
+            }
+            let mut seeds = Oids::new();
+            seeds.start_after((i as u64 + 1) << 20);
+            self.colls[i].load(backend, &mut seeds)?;
+        }
+        self.oids = Oids::from_blocks(blocks);
+        self.log.continue_at(epoch, seq);
+        Ok(())
     }
 
     /// Gives every collection its models: the stored ones, or the seeds.

@@ -195,6 +195,7 @@ impl<C: Collection, S> Store<C, S> {
             after: None,
             gate: None,
             generation: 0,
+            base: 0,
         };
         if let (true, Some(head)) = (staged, head) {
             let gate = Arc::new(Gate::default());
@@ -527,6 +528,55 @@ where
             // applied, and sends nothing.)
             return Ok(None);
         }
+        self.propose_update(cx.staged, oid, next, changed).map(Some)
+    }
+
+    /// A server update overtaken by another node's write, made again on the newer head.
+    pub(super) fn server_merge(
+        &mut self,
+        cx: Cx<'_, S>,
+        oid: u64,
+        base: &[u8],
+        mine: &[u8],
+    ) -> Result<Option<Proposal>, Refusal> {
+        let old = self
+            .head(oid)
+            .ok_or(Refusal::NoSuchModel { coll: C::NAME, oid })?;
+        let codec = self
+            .codec
+            .as_ref()
+            .ok_or_else(|| self.storage_error(Some(oid), StoreError::failed("not persisted")))?;
+        let fail = |e: String| {
+            self.storage_error(
+                Some(oid),
+                StoreError::failed(format!(
+                    "cannot merge a write overtaken by another node: {e}"
+                )),
+            )
+        };
+        let parse =
+            |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).map_err(|e| e.to_string());
+        let newer = (codec.encode)(old).map_err(fail)?;
+        let merged = match (parse(base), parse(mine), parse(&newer)) {
+            (
+                Ok(serde_json::Value::Object(base)),
+                Ok(serde_json::Value::Object(mine)),
+                Ok(serde_json::Value::Object(mut newer)),
+            ) => {
+                for (key, value) in mine {
+                    if base.get(&key) != Some(&value) {
+                        newer.insert(key, value);
+                    }
+                }
+                serde_json::Value::Object(newer)
+            }
+            // Not an object: the write wins whole.
+            (_, Ok(mine), _) => mine,
+            (_, Err(e), _) => return Err(fail(e)),
+        };
+        let merged = serde_json::to_vec(&merged).map_err(|e| fail(e.to_string()))?;
+        let next = (codec.decode)(&merged).map_err(fail)?;
+        let changed = really_changed(old, &next, AttrSet::first(C::Model::ATTRS.len()));
         self.propose_update(cx.staged, oid, next, changed).map(Some)
     }
 

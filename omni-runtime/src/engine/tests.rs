@@ -118,7 +118,7 @@ fn engine(conns: &[bool]) -> (Engine<Sess>, Vec<Arc<Outbox>>) {
     let store = Store::<Counters, Sess>::new(Seeded::new(Counters, [Counter::default()]), 0);
     state.colls.push(Box::new(store));
     state.load(&MemoryStore).unwrap();
-    let engine = Engine::new(state, Storage::default(), Default::default());
+    let engine = Engine::new(state, Storage::default(), Default::default(), None);
     let mut outboxes = Vec::new();
     for (i, admin) in conns.iter().enumerate() {
         let outbox = Arc::new(Outbox::new(1 << 20));

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 /// A request on one collection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum CollRequest {
     Change {
         oid: u64,
@@ -28,6 +28,16 @@ pub(crate) enum CollRequest {
 }
 
 impl CollRequest {
+    /// The model it is about, if it names one.
+    pub(crate) fn oid(&self) -> Option<u64> {
+        match self {
+            CollRequest::Change { oid, .. }
+            | CollRequest::Remove { oid }
+            | CollRequest::Read { oid } => Some(*oid),
+            CollRequest::Add { .. } | CollRequest::Subscribe { .. } => None,
+        }
+    }
+
     /// Its kind, as the metrics name it.
     pub(crate) fn kind(&self) -> &'static str {
         match self {

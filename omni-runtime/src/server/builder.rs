@@ -35,6 +35,8 @@ pub struct Omni<S> {
     on_disconnect: Vec<HookFn<S>>,
     config: Config,
     schema: Schema,
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl<S: Default + Send + Sync + 'static> Default for Omni<S> {
@@ -55,6 +57,8 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
             on_disconnect: Vec::new(),
             config: Config::default(),
             schema: Schema::new(),
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 
@@ -356,6 +360,18 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         &self.schema
     }
 
+    /// Makes this server a node of a cluster (feature `cluster`): its collections live in the
+    /// cluster's NATS JetStream bucket, every node applies every write in the same order, and
+    /// [`World::broadcast`](crate::World::broadcast) reaches the clients of every node. Every
+    /// collection must be persisted ([`Omni::persist`]); the storage backend is the bucket (no
+    /// [`Omni::storage`]), middleware still run on the node that takes the write. See
+    /// [`cluster`](crate::cluster). The server must be built inside a Tokio runtime.
+    #[cfg(feature = "cluster")]
+    pub fn cluster(mut self, cluster: crate::cluster::Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Finishes the builder. The server does not listen yet: see [`Server::serve`],
     /// [`Server::routes`] and [`Omni::listen`].
     ///
@@ -371,14 +387,48 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
 
     /// Finishes the builder, loading persisted collections from the storage.
     pub fn try_build(mut self) -> Result<Server<S>, StoreError> {
-        self.state.load(self.storage.backend())?;
+        #[cfg(feature = "cluster")]
+        let (replica, follower) = match self.cluster.take() {
+            Some(cluster) => {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(StoreError::failed(
+                        "a cluster node is built inside a Tokio runtime (it follows the bucket in tasks of its own)",
+                    ));
+                }
+                if self.storage.backend().name() != "memory" {
+                    return Err(StoreError::failed(format!(
+                        "a cluster node keeps its collections in the cluster's bucket: `.storage({})` cannot be combined with `.cluster(..)`",
+                        self.storage.backend().name()
+                    )));
+                }
+                let parts = crate::cluster::start(cluster);
+                self.storage.set_backend(parts.store.clone());
+                self.state
+                    .load_cluster(&*parts.store, parts.blocks, parts.epoch, parts.seq)?;
+                (Some(parts.replica), Some(parts.follower))
+            }
+            None => {
+                self.state.load(self.storage.backend())?;
+                (None, None)
+            }
+        };
+        #[cfg(not(feature = "cluster"))]
+        let replica = {
+            self.state.load(self.storage.backend())?;
+            None
+        };
         self.state.keep_history(self.config.resume_history);
         let published = self.state.published();
         let assets = assets::Assets::build(&self.schema, self.config.development);
         let engine_waits = self.storage.custom();
+        let engine = Engine::new(self.state, self.storage, Arc::default(), replica);
+        #[cfg(feature = "cluster")]
+        if let Some(follower) = follower {
+            follower.run(&engine);
+        }
         Ok(Server {
             shared: Arc::new(Shared {
-                engine: Engine::new(self.state, self.storage, Arc::default()),
+                engine,
                 engine_waits,
                 events: self.events,
                 authenticate: self.authenticate,
