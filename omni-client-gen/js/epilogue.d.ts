@@ -14,7 +14,9 @@ export interface OmniClient {
   readonly conn: number | null;
   readonly PROTOCOL_VERSION: number;
   /** Opens the connection (default URL in a browser: `ws(s)://<host>/omni`); reconnects by itself. */
-  connect(url?: string, options?: ConnectOptions): this;
+  /** One server, or the nodes of a cluster: each client starts at a random one and moves to
+   *  the next when an attempt to connect fails. */
+  connect(url?: string | readonly string[], options?: ConnectOptions): this;
   connect(options: ConnectOptions): this;
   /** Closes the connection for good; unanswered requests fail. */
   close(): this;

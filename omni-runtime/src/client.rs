@@ -131,6 +131,19 @@ impl Client {
         Client::connect_with(url).await
     }
 
+    /// Connects to the first of `urls` that answers (the nodes of a cluster, in your order).
+    /// The error of the last one if none does.
+    pub async fn connect_any(urls: &[&str]) -> Result<Client, ClientError> {
+        let mut last = ClientError::Transport("no URL given".to_owned());
+        for url in urls {
+            match Client::connect(url).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Connects with a request of your own (headers such as `Cookie` or `Authorization` for the
     /// server's `authenticate` hook: `let mut r = url.into_client_request()?;
     /// r.headers_mut().insert(...)`) and waits for the `hello` and the first snapshot. A refused
@@ -394,6 +407,21 @@ impl Client {
         } else {
             Resumed::Changes
         })
+    }
+
+    /// [`Client::reconnect`] to the first of `urls` that answers, with the index of the one it
+    /// reached. A connection resumes only on the server that held it: on another node of a
+    /// cluster it is [`Resumed::New`] (a new session and a snapshot).
+    pub async fn reconnect_any(&mut self, urls: &[&str]) -> Result<(Resumed, usize), ClientError> {
+        let mut last = ClientError::Transport("no URL given".to_owned());
+        for (i, url) in urls.iter().enumerate() {
+            match self.reconnect(url).await {
+                Ok(resumed) => return Ok((resumed, i)),
+                Err(e @ ClientError::Transport(_)) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
     }
 
     /// The last log position the server's frames said they reflect.

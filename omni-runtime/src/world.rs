@@ -228,6 +228,7 @@ impl<C: Collection> Coll<C> {
                         result = Some(f(&mut view));
                     }
                 },
+                merge: true,
             },
             "Coll::update",
         );
@@ -240,6 +241,60 @@ impl<C: Collection> Coll<C> {
                 collection: C::NAME,
                 oid: oid.raw(),
             })
+        })
+    }
+
+    /// Like [`Coll::update`], for a read-modify-write (a counter, a list): on a node of a
+    /// cluster, when another node's write to the model commits first, `f` runs again on the
+    /// newer model, so no change is lost. ([`Coll::update`] keeps the fields its `f` changed
+    /// over the other write's, which loses an increment.) On one server `f` runs once, at once.
+    pub fn update_with<R, F>(&self, oid: Oid<C::Model>, mut f: F) -> Write<R>
+    where
+        R: Send + 'static,
+        F: for<'a> FnMut(&mut <C::Model as Model>::Mut<'a>) -> R + Send + 'static,
+    {
+        let (core, idx) = (self.core.clone(), self.idx);
+        let run = move |core: &Arc<dyn WorldCore>, f: &mut F| {
+            let mut result = None;
+            let pending = core.write(
+                idx,
+                ServerWrite::Update {
+                    oid: oid.raw(),
+                    f: &mut |any, changed| {
+                        if let Some(model) = any.downcast_mut::<C::Model>() {
+                            let mut view = model.view_mut(changed);
+                            result = Some(f(&mut view));
+                        }
+                    },
+                    merge: false,
+                },
+                "Coll::update_with",
+            );
+            (pending, result)
+        };
+        let (mut pending, mut result) = run(&core, &mut f);
+        Write::new(async move {
+            for _ in 0..64 {
+                match pending.wait().await {
+                    Ok(_) => {
+                        return result.ok_or(WorldError::NoSuchModel {
+                            collection: C::NAME,
+                            oid: oid.raw(),
+                        });
+                    }
+                    Err(Refusal::Conflict { .. }) => (pending, result) = run(&core, &mut f),
+                    Err(e) => return Err(refusal::<C>("update", Some(oid.raw()), e)),
+                }
+            }
+            Err(refusal::<C>(
+                "update",
+                Some(oid.raw()),
+                Refusal::Conflict {
+                    coll: C::NAME,
+                    model: <C::Model as Model>::NAME,
+                    oid: oid.raw(),
+                },
+            ))
         })
     }
 
@@ -257,6 +312,7 @@ impl<C: Collection> Coll<C> {
                         *changed = AttrSet::first(<C::Model as Model>::ATTRS.len());
                     }
                 },
+                merge: true,
             },
             "Coll::replace",
         );

@@ -1,6 +1,7 @@
 //! One node of a cluster, for the cluster tests: `docs` are readable by everyone when `public`,
 //! otherwise only by their `owner` (the `?user=` of the connection); `shout` broadcasts to the
-//! clients of every node.
+//! clients of every node; `bump` increments a doc's `a` from server code (`update_with`), and
+//! `stamp` sets its text (`update`).
 
 use clap::Parser;
 use omni_runtime::cluster::Nats;
@@ -92,6 +93,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             |_conn: Conn<Session>, world: World, text: String| async move {
                 world.broadcast("shout", &text);
                 Ok::<_, EventError>(())
+            },
+        )
+        .event(
+            "bump",
+            |_conn: Conn<Session>, world: World, oid: u64| async move {
+                world
+                    .collection::<Docs>()
+                    .update_with(Oid::from_raw(oid), |d| {
+                        let a = *d.a();
+                        d.set_a(a + 1);
+                    })
+                    .await
+                    .map_err(|e| EventError::new(e.to_string()))
+            },
+        )
+        .event(
+            "stamp",
+            |_conn: Conn<Session>, world: World, (oid, text): (u64, String)| async move {
+                world
+                    .collection::<Docs>()
+                    .update(Oid::from_raw(oid), |d| {
+                        d.set_text(text);
+                    })
+                    .await
+                    .map_err(|e| EventError::new(e.to_string()))
             },
         )
         .config(Config {

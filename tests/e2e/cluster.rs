@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use omni_runtime::client::{Client, ClientError};
+use omni_runtime::client::{Client, ClientError, Resumed};
 use serde_json::{Value, json};
 
 /// The nats-server binary, installed if need be.
@@ -345,6 +345,28 @@ async fn writers_on_two_nodes_converge_without_lost_updates() {
         text == format!("x{rounds}") || text == format!("y{rounds}"),
         "{text}"
     );
+    // Server code on two nodes: `update_with` runs its read-modify-write again when the other
+    // node's write came first (no increment lost); `update` keeps the fields it changed.
+    let a0 = watcher.model("docs", oid).unwrap()["a"].as_i64().unwrap();
+    async fn bumps(c: &mut Client, oid: u64) {
+        for i in 0..25 {
+            let _: Value = c.trigger("bump", &oid).await.unwrap();
+            let _: Value = c.trigger("stamp", &(oid, format!("s{i}"))).await.unwrap();
+        }
+    }
+    tokio::join!(bumps(&mut x, oid), bumps(&mut y, oid));
+    watcher
+        .wait_until(|c| {
+            c.model("docs", oid)
+                .is_some_and(|m| m["a"] == a0 + 50 && m["text"] == "s24")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}", watcher.model("docs", oid)));
+    assert_eq!(
+        watcher.model("docs", oid).unwrap()["b"],
+        rounds,
+        "a server update kept b"
+    );
     // A node started now reads the same state from the bucket.
     let late = Node::start(&nats.url(), &b);
     let late = late.client("ann").await;
@@ -464,14 +486,27 @@ async fn a_killed_node_and_a_restarted_nats_lose_no_acknowledged_write() {
             .unwrap();
         acked.push(oid);
     }
-    // SIGKILL the node the writer was on, right after its last acknowledgement.
-    drop(writer);
+    // SIGKILL the node the writer was on, right after its last acknowledgement: the writer
+    // moves to the next node of its list, and finds every acknowledged write there.
+    let a_url = a.url("ann");
     drop(a);
+    let (resumed, at) = writer
+        .reconnect_any(&[&a_url, &other.url("ann")])
+        .await
+        .unwrap();
+    assert_eq!((resumed, at), (Resumed::New, 1));
+    assert!(acked.iter().all(|oid| writer.model("docs", *oid).is_some()));
+    writer
+        .change("docs", acked[0], json!({"text": "moved"}))
+        .await
+        .unwrap();
+    drop(writer);
     let mut reader = other.client("ann").await;
     reader
         .wait_until(|c| acked.iter().all(|oid| c.model("docs", *oid).is_some()))
         .await
         .unwrap();
+    assert_eq!(reader.model("docs", acked[0]).unwrap()["text"], "moved");
     // Restarted, it starts from the bucket's state.
     a = Node::start_with(&nats.url(), &b, &args);
     let mut writer = a.client("ann").await;

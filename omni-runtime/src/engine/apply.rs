@@ -357,7 +357,7 @@ where
     ) -> Result<Option<Proposal>, Refusal> {
         match write {
             ServerWrite::Insert(model) => self.create(cx, model).map(Some),
-            ServerWrite::Update { oid, f } => self.server_update(cx, oid, f),
+            ServerWrite::Update { oid, f, .. } => self.server_update(cx, oid, f),
             ServerWrite::Merge { oid, base, mine } => self.server_merge(cx, oid, &base, &mine),
             ServerWrite::FindOrInsert { pred, make } => {
                 if let Some((oid, pending)) = self.find_head(pred) {

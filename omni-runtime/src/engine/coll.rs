@@ -31,6 +31,10 @@ pub(crate) enum ServerWrite<'a> {
     Update {
         oid: u64,
         f: &'a mut dyn FnMut(&mut dyn Any, &mut AttrSet),
+        /// In a cluster, when another node's write overtakes it: merged field by field
+        /// (`true`), or refused with [`Refusal::Conflict`](super::Refusal) so that the caller
+        /// runs `f` again on the newer model.
+        merge: bool,
     },
     Remove {
         oid: u64,
@@ -159,6 +163,7 @@ pub(crate) trait CollState<S>: Send + Sync {
     /// In a cluster: applies another node's commit `seq` of model `oid` (its stored JSON, or
     /// `None` for a removal) and fans it out. Observers do not run (they run on the node that
     /// made the write). `Err`: the document cannot be decoded.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     fn follow(
         &mut self,
         conns: &mut Conns<S>,

@@ -64,11 +64,13 @@ pub(crate) struct Engine<S> {
 }
 
 /// An engine handle that does not keep it alive (for a cluster's background tasks).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 pub(crate) struct WeakEngine<S> {
     core: Weak<Core<S>>,
 }
 
 impl<S> WeakEngine<S> {
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn upgrade(&self) -> Option<Engine<S>> {
         self.core.upgrade().map(|core| Engine { core })
     }
@@ -176,6 +178,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
     }
 
     /// A handle that does not keep the engine alive.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn downgrade(&self) -> WeakEngine<S> {
         WeakEngine {
             core: Arc::downgrade(&self.core),
@@ -333,7 +336,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
         let proposal = {
             let mut st = self.lock(what);
             if self.core.replica.is_some()
-                && let ServerWrite::Update { oid, .. } = &write
+                && let ServerWrite::Update {
+                    oid, merge: true, ..
+                } = &write
             {
                 // What the write changed, should another node's write overtake it.
                 base = st.colls[idx].head_doc(*oid);
@@ -560,13 +565,22 @@ impl<S: Send + Sync + 'static> Engine<S> {
         mut proposal: Proposal,
         base: Option<Bytes>,
     ) -> Result<Applied, Refusal> {
+        // What the write itself made of the model: every merge starts again from it (not from
+        // the previous attempt's merge, which holds older values of the other fields).
+        let mine = proposal.request.doc.clone();
         for attempt in 1..=ATTEMPTS {
             let (idx, oid) = (proposal.coll, proposal.oid);
-            let (method, mine) = (proposal.request.method, proposal.request.doc.clone());
+            let (method, mine) = (proposal.request.method, mine.clone());
             let conflict = match self.staged(proposal, None).await {
                 Err(conflict @ Refusal::Conflict { .. }) => conflict,
                 other => return other,
             };
+            tracing::trace!(
+                attempt,
+                oid,
+                merge = base.is_some(),
+                "server write overtaken"
+            );
             let write = match (method, &base, mine) {
                 (crate::storage::Method::Delete, _, _) => ServerWrite::Remove { oid },
                 (crate::storage::Method::Update, Some(base), Some(mine)) if attempt < ATTEMPTS => {
@@ -591,6 +605,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
             match colls[idx].server_write(cx, write) {
                 Err(refusal) => return Err(refusal),
                 Ok(None) => {
+                    tracing::trace!(oid, "merged: nothing to change");
                     return Ok(Applied {
                         oid,
                         existing: false,

@@ -20,6 +20,8 @@
 //!   the follower applied that write and validates the write again on the newer model.
 //! - Lock order: the engine lock, then `slots`; `slots` alone elsewhere, never the other way.
 
+#![cfg_attr(not(feature = "cluster"), allow(dead_code))]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -198,6 +200,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
             },
         );
         let published = replica.link.publish(key(coll, oid), value, expect).await;
+
         tracing::trace!(
             node = replica.link.node(),
             collection = coll,

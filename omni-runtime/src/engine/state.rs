@@ -89,6 +89,7 @@ impl Oids {
     }
 
     /// OIDs from now on come from `blocks` (a cluster node).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn from_blocks(blocks: std::sync::Arc<dyn OidBlocks>) -> Self {
         Oids {
             last: 0,
@@ -191,6 +192,7 @@ impl Log {
     }
 
     /// Continues a shared log (a cluster's): its epoch, and the last revision already applied.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn continue_at(&mut self, epoch: u64, seq: u64) {
         self.epoch = epoch;
         self.seq = seq;
@@ -292,6 +294,7 @@ impl<S: Send + Sync + 'static> State<S> {
     /// the seeds, under OIDs that every node gives them alike (collection `i`'s seeds are
     /// `(i + 1) << 20` and up), so nodes started together seed the bucket with the same keys.
     /// From then on OIDs come from the cluster's blocks.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn load_cluster(
         &mut self,
         backend: &dyn Backend,

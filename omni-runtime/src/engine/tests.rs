@@ -144,6 +144,7 @@ fn update(engine: &Engine<Sess>, f: &mut dyn FnMut(&mut Counter, &mut AttrSet)) 
         ServerWrite::Update {
             oid: 1,
             f: &mut |any, changed| f(any.downcast_mut::<Counter>().unwrap(), changed),
+            merge: true,
         },
         "test",
     );
