@@ -109,7 +109,7 @@ async fn follow<S: Send + Sync + 'static>(
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                apply(&engine, &entry);
+                apply(&engine, &entry).await;
             }
             end => {
                 if engine.upgrade().is_none() {
@@ -138,7 +138,7 @@ async fn follow<S: Send + Sync + 'static>(
 }
 
 /// Applies one entry.
-fn apply<S: Send + Sync + 'static>(engine: &Engine<S>, entry: &kv::Entry) {
+async fn apply<S: Send + Sync + 'static>(engine: &Engine<S>, entry: &kv::Entry) {
     if is_meta(&entry.key) || entry.operation != kv::Operation::Put {
         return;
     }
@@ -147,14 +147,18 @@ fn apply<S: Send + Sync + 'static>(engine: &Engine<S>, entry: &kv::Entry) {
         return;
     };
     match serde_json::from_slice::<Envelope<'_>>(&entry.value) {
-        Ok(env) => engine.follow(
-            entry.revision,
-            coll,
-            oid,
-            env.node,
-            env.token,
-            env.model.map(|m| m.get().as_bytes()),
-        ),
+        Ok(env) => {
+            engine
+                .follow_entry(
+                    entry.revision,
+                    coll,
+                    oid,
+                    env.node,
+                    env.token,
+                    env.model.map(|m| m.get().as_bytes()),
+                )
+                .await
+        }
         Err(error) => {
             tracing::error!(key = %entry.key, %error, "an entry of the bucket is not Omni's; skipped");
         }

@@ -65,8 +65,18 @@ struct Slot {
     proposal: Proposal,
     request: Option<CollRequest>,
     done: tokio::sync::oneshot::Sender<Result<Applied, Refusal>>,
-    /// The revision the log acknowledged the entry at, once it did.
-    acked: Option<u64>,
+    state: SlotState,
+}
+
+/// Where a write's entry is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SlotState {
+    /// Sent; the log has not answered yet.
+    Sent,
+    /// The log took it at this revision.
+    Acked(u64),
+    /// Not acknowledged in time: it may or may not be in the log.
+    Unsure,
 }
 
 /// The engine's side of a cluster.
@@ -76,6 +86,8 @@ pub(crate) struct Replica {
     next_token: AtomicU64,
     /// The last revision the follower applied.
     applied: tokio::sync::watch::Sender<u64>,
+    /// Notified whenever the log answers a publish.
+    answered: tokio::sync::Notify,
 }
 
 impl Replica {
@@ -85,6 +97,7 @@ impl Replica {
             slots: parking_lot::Mutex::default(),
             next_token: AtomicU64::new(1),
             applied: tokio::sync::watch::Sender::new(applied),
+            answered: tokio::sync::Notify::new(),
         }
     }
 
@@ -196,7 +209,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 proposal,
                 request,
                 done,
-                acked: None,
+                state: SlotState::Sent,
             },
         );
         let published = replica.link.publish(key(coll, oid), value, expect).await;
@@ -219,11 +232,12 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 // meets a later entry, or, if it is already past it, this does.
                 let acked = match replica.slots.lock().get_mut(&token) {
                     Some(slot) => {
-                        slot.acked = Some(revision);
+                        slot.state = SlotState::Acked(revision);
                         true
                     }
                     None => false,
                 };
+                replica.answered.notify_waiters();
                 if acked {
                     let mut st = self.lock("a write the follower went past");
                     if st.log.seq >= revision {
@@ -236,6 +250,10 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 None
             }
             Err(LinkError::Unsure(reason)) => {
+                if let Some(slot) = replica.slots.lock().get_mut(&token) {
+                    slot.state = SlotState::Unsure;
+                }
+                replica.answered.notify_waiters();
                 // It may be in the log: wait for it a while before refusing.
                 match tokio::time::timeout(UNSURE_WAIT, &mut answer).await {
                     Ok(result) => {
@@ -249,7 +267,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
         if let Some(error) = failed {
             // Not in the log, unless an unanswered publish made it after all: then the
             // follower took the slot, and the answer comes from there.
-            let Some(slot) = replica.slots.lock().remove(&token) else {
+            let removed = replica.slots.lock().remove(&token);
+            replica.answered.notify_waiters();
+            let Some(slot) = removed else {
                 return Trip::Done(answer.await.unwrap_or(Err(Refusal::ConnectionClosed)));
             };
             self.lock("a write the cluster refused").colls[idx].abort(&slot.proposal);
@@ -284,6 +304,41 @@ impl<S: Send + Sync + 'static> Engine<S> {
             };
         }
         Trip::Done(answer.await.unwrap_or(Err(Refusal::ConnectionClosed)))
+    }
+
+    /// Applies one entry of the cluster's log (see [`Engine::follow`]), after waiting until the
+    /// log answered every write this node sent to the same model: if one of them is in the log
+    /// before this entry, it must be applied first, and the follower knows it only from the
+    /// answer (the bucket may have replaced it with this entry already).
+    pub(crate) async fn follow_entry(
+        &self,
+        seq: u64,
+        coll: &str,
+        oid: u64,
+        node: u64,
+        token: u64,
+        doc: Option<&[u8]>,
+    ) {
+        if let Some(replica) = self.replica()
+            && node != replica.link.node()
+        {
+            let idx = self.lock("following").coll_index(coll);
+            let deadline = tokio::time::Instant::now() + UNSURE_WAIT;
+            loop {
+                let answered = replica.answered.notified();
+                tokio::pin!(answered);
+                answered.as_mut().enable();
+                let waiting = replica.slots.lock().values().any(|slot| {
+                    slot.state == SlotState::Sent
+                        && Some(slot.proposal.coll) == idx
+                        && slot.proposal.oid == oid
+                });
+                if !waiting || tokio::time::timeout_at(deadline, answered).await.is_err() {
+                    break;
+                }
+            }
+        }
+        self.follow(seq, coll, oid, node, token, doc);
     }
 
     /// Applies one entry of the cluster's log, in log order: this node's own write (its
@@ -380,13 +435,16 @@ impl<S: Send + Sync + 'static> Engine<S> {
             let mut slots = replica.slots.lock();
             let tokens: Vec<u64> = slots
                 .iter()
-                .filter(|(_, slot)| slot.acked.is_some_and(|r| r <= upto))
+                .filter(|(_, slot)| matches!(slot.state, SlotState::Acked(r) if r <= upto))
                 .map(|(token, _)| *token)
                 .collect();
             tokens
                 .into_iter()
                 .filter_map(|t| slots.remove(&t))
-                .map(|slot| (slot.acked.unwrap_or_default(), slot))
+                .map(|slot| match slot.state {
+                    SlotState::Acked(r) => (r, slot),
+                    _ => unreachable!("only acknowledged slots are taken"),
+                })
                 .collect()
         };
         taken.sort_by_key(|(revision, _)| *revision);

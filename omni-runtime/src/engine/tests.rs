@@ -11,7 +11,7 @@ use crate::model::{Access, AttrSet, Attribute, Model, Permissions};
 use crate::outbox::{Drain, Outbox};
 use crate::storage::MemoryStore;
 
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Default, Debug, serde::Serialize, serde::Deserialize)]
 struct Counter {
     value: i64,
     secret: i64,
@@ -279,4 +279,159 @@ async fn a_client_patch_that_changes_nothing_is_acknowledged_and_sends_nothing()
     );
     assert_eq!(drain(&outboxes[0]).len(), 2, "the change, then the ack");
     assert_eq!(drain(&outboxes[1]).len(), 1, "the change");
+}
+
+/// A node of a cluster whose log is a fake: publishes take revisions 10, 11, ... once a permit
+/// is given, and the test plays the follower.
+mod cluster {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::engine::coll::Codec;
+    use crate::engine::replica::{Link, LinkError, Replica};
+
+    struct FakeLog {
+        next: AtomicU64,
+        /// One permit per answer the log may give.
+        answers: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Link for FakeLog {
+        fn node(&self) -> u64 {
+            7
+        }
+        fn publish(
+            &self,
+            _key: String,
+            _value: Bytes,
+            _expect: u64,
+        ) -> crate::storage::BoxFuture<Result<u64, LinkError>> {
+            let rev = self.next.fetch_add(1, Ordering::SeqCst);
+            let answers = self.answers.clone();
+            Box::pin(async move {
+                answers.acquire().await.map(|p| p.forget()).ok();
+                Ok(rev)
+            })
+        }
+        fn broadcast(&self, _msg: Bytes) {}
+    }
+
+    fn node(answers: usize) -> (Engine<Sess>, Arc<Outbox>, Arc<tokio::sync::Semaphore>) {
+        let mut state = State::<Sess>::new();
+        let mut store =
+            Store::<Counters, Sess>::new(Seeded::new(Counters, [Counter::default()]), 0);
+        store.codec = Some(Codec {
+            encode: |m| serde_json::to_vec(m).map_err(|e| e.to_string()),
+            decode: |b| serde_json::from_slice(b).map_err(|e| e.to_string()),
+        });
+        state.colls.push(Box::new(store));
+        state.load(&MemoryStore).unwrap();
+        let mut storage = Storage::default();
+        storage.set_backend(Arc::new(MemoryStore));
+        let answers = Arc::new(tokio::sync::Semaphore::new(answers));
+        let log = FakeLog {
+            next: AtomicU64::new(10),
+            answers: answers.clone(),
+        };
+        let replica = Replica::new(Arc::new(log), 0);
+        let engine = Engine::new(state, storage, Default::default(), Some(replica));
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        engine.connect(ConnId::from_raw(1), Sess::default(), outbox.clone());
+        engine.start(ConnId::from_raw(1), "");
+        drain(&outbox);
+        (engine, outbox, answers)
+    }
+
+    fn set_value(engine: &Engine<Sess>, value: i64) -> Pending {
+        engine.server_write(
+            0,
+            ServerWrite::Update {
+                oid: 1,
+                f: &mut |any, changed| {
+                    any.downcast_mut::<Counter>().unwrap().value = value;
+                    changed.insert(0);
+                },
+                merge: true,
+            },
+            "test",
+        )
+    }
+
+    fn value(engine: &Engine<Sess>) -> i64 {
+        let st = engine.lock("test");
+        let models = st.colls[0].models_any();
+        models
+            .downcast_ref::<std::collections::BTreeMap<u64, Counter>>()
+            .unwrap()[&1]
+            .value
+    }
+
+    /// The values the connection was sent, in order.
+    fn sent(outbox: &Outbox) -> Vec<i64> {
+        let text: String = drain(outbox)
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        text.match_indices("\"value\":")
+            .map(|(i, m)| {
+                let rest = &text[i + m.len()..];
+                let end = rest
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(rest.len());
+                rest[..end].parse().unwrap()
+            })
+            .collect()
+    }
+
+    const FOREIGN: &[u8] = br#"{"value":6,"secret":0}"#;
+
+    #[tokio::test]
+    async fn an_own_entry_replaced_in_the_bucket_before_it_was_read_is_applied_first() {
+        let (engine, outbox, _) = node(100);
+        let pending = set_value(&engine, 5);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // published at 10
+        assert_eq!(
+            value(&engine),
+            0,
+            "not applied before the follower meets it"
+        );
+        // The follower never meets revision 10 (another node's 11 replaced it) and meets 11.
+        engine
+            .follow_entry(11, "counters", 1, 9, 1, Some(FOREIGN))
+            .await;
+        assert!(pending.wait().await.is_ok(), "the writer is answered");
+        assert_eq!(value(&engine), 6);
+        assert_eq!(sent(&outbox), [5, 6], "both commits, in log order");
+        assert_eq!(engine.lock("test").log.seq, 11);
+    }
+
+    #[tokio::test]
+    async fn another_nodes_entry_waits_for_the_answer_to_this_nodes_write_to_the_model() {
+        let (engine, outbox, answers) = node(0);
+        let pending = set_value(&engine, 5);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // sent, unanswered
+        let follower = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .follow_entry(11, "counters", 1, 9, 1, Some(FOREIGN))
+                    .await;
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !follower.is_finished(),
+            "waits while this node's write is unanswered"
+        );
+        assert_eq!(value(&engine), 0);
+        answers.add_permits(1); // the log answers: revision 10
+        follower.await.unwrap();
+        assert!(pending.wait().await.is_ok());
+        assert_eq!(
+            value(&engine),
+            6,
+            "10 (ours) was applied before 11, not after"
+        );
+        assert_eq!(sent(&outbox), [5, 6]);
+    }
 }
