@@ -1185,6 +1185,7 @@ function createOmni(SCHEMA, env) {
   Object.defineProperty(Omni, "state", { get: connState, enumerable: true });
   Object.defineProperty(Omni, "isReady", { get: function () { return isReady; }, enumerable: true });
   Object.defineProperty(Omni, "conn", { get: function () { return conn; }, enumerable: true });
+  Object.defineProperty(Omni, "url", { get: function () { return url; }, enumerable: true });
   Object.defineProperty(Omni, "Backbone", { get: function () { return BB; }, enumerable: true });
 
   /* connect(url? | urls?, { WebSocket?, Backbone?, reconnect?: false | { min, max } }) */

