@@ -20,6 +20,7 @@ fn player(name: &str, online: bool, password: &str) -> Player {
         online,
         color: 3,
         _password: password.into(),
+        _node: 0,
     }
 }
 
