@@ -121,6 +121,14 @@ struct Args {
     /// Server tasks writing `records` in the slow-backend scenario.
     #[arg(long, default_value_t = 8)]
     slow_writers: usize,
+    /// Nodes of a cluster (NATS JetStream): 1 is a single server. With more, the writers
+    /// connect to the first node and the readers are spread over all of them (client i on node
+    /// i % nodes); CPU and memory are the nodes' sum, the broker's CPU is reported apart.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// The nats-server binary for `--nodes` > 1 (default: `$OMNI_NATS_SERVER`).
+    #[arg(long, env = "OMNI_NATS_SERVER")]
+    nats_server: Option<PathBuf>,
     /// Path of `omni-bench-server` (default: next to this executable).
     #[arg(long)]
     server: Option<PathBuf>,
@@ -186,6 +194,11 @@ struct Row {
     /// The slow-client report, in slow-client mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     slow: Option<SlowReport>,
+    /// Nodes of the cluster (1: a single server).
+    nodes: usize,
+    /// With a cluster: the NATS server's CPU time per commit, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_cpu_us_per_commit: Option<f64>,
     /// Server RSS samples (seconds since the load started, MiB).
     rss_series: Vec<(f64, f64)>,
     /// The individual runs this row is the median of.
@@ -612,6 +625,9 @@ fn median_row(runs: Vec<Row>) -> Row {
     row
 }
 
+/// Buckets used by this run of the generator (one per cluster row).
+static BUCKETS: AtomicU64 = AtomicU64::new(0);
+
 struct Server {
     child: tokio::process::Child,
     pid: u32,
@@ -619,6 +635,68 @@ struct Server {
 }
 
 async fn start_server(args: &Args, models: usize) -> Result<Server, String> {
+    start_node(args, models, None).await
+}
+
+/// A NATS server with JetStream on a free loopback port and a temporary store, for a cluster.
+struct Broker {
+    child: tokio::process::Child,
+    pid: u32,
+    url: String,
+    store: PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+async fn start_broker(args: &Args) -> Result<Broker, String> {
+    let bin = args
+        .nats_server
+        .clone()
+        .ok_or("--nodes > 1 needs nats-server: pass --nats-server PATH or set OMNI_NATS_SERVER")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let store = std::env::temp_dir().join(format!("omni-bench-nats-{}-{port}", std::process::id()));
+    let mut child = tokio::process::Command::new(&bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let pid = child.id().ok_or("nats-server exited at once")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            let _ = child.start_kill();
+            return Err("nats-server did not listen within 10 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Broker {
+        child,
+        pid,
+        url: format!("nats://127.0.0.1:{port}"),
+        store,
+    })
+}
+
+/// One server, or one node of a cluster (`nats`: the broker's URL and the bucket).
+async fn start_node(
+    args: &Args,
+    models: usize,
+    nats: Option<(&str, &str)>,
+) -> Result<Server, String> {
     let path = match &args.server {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -641,6 +719,9 @@ async fn start_server(args: &Args, models: usize) -> Result<Server, String> {
     }
     if let Some(n) = args.server_threads {
         cmd.arg("--threads").arg(n.to_string());
+    }
+    if let Some((url, bucket)) = nats {
+        cmd.arg("--nats").arg(url).arg("--bucket").arg(bucket);
     }
     if let Some(ms) = args.slow_backend_ms {
         cmd.arg("--slow-backend-ms")
@@ -688,16 +769,46 @@ async fn run_one(args: &Args, clients: usize, models: usize, rate: Rate) -> Resu
     let ticks = clock_ticks_per_second() as f64;
     let writers = args.writers.clamp(1, models.min(clients).max(1));
     let scenario = format!(
-        "{rate}{}{}",
+        "{rate}{}{}{}",
         if args.slow_client { "+slow" } else { "" },
-        if args.nodelay { " nodelay" } else { "" }
+        if args.nodelay { " nodelay" } else { "" },
+        if args.nodes > 1 {
+            format!(" {} nodes", args.nodes)
+        } else {
+            String::new()
+        }
     );
     let label = format!("C={clients} P={models} {scenario}");
-    let mut server = start_server(args, models).await?;
-    let pid = server.pid;
+    let (mut servers, broker) = if args.nodes > 1 {
+        let broker = start_broker(args).await?;
+        let bucket = format!(
+            "bench{}x{}",
+            std::process::id(),
+            BUCKETS.fetch_add(1, Relaxed)
+        );
+        let mut servers = Vec::new();
+        for _ in 0..args.nodes {
+            servers.push(start_node(args, models, Some((&broker.url, &bucket))).await?);
+            // The first node seeds the bucket; the next ones read it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        (servers, Some(broker))
+    } else {
+        (vec![start_server(args, models).await?], None)
+    };
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    let cpu_ticks_all = || pids.iter().map(|p| cpu_ticks(*p).unwrap_or(0)).sum::<u64>();
+    let rss_all = || pids.iter().map(|p| rss_kib(*p).unwrap_or(0)).sum::<u64>();
+    let server_url = |idx: usize, writer: bool| -> Arc<str> {
+        if writer {
+            servers[0].url.clone()
+        } else {
+            servers[idx % servers.len()].url.clone()
+        }
+    };
     // Let the server settle before the base reading.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_base = rss_kib(pid).unwrap_or(0);
+    let rss_base = rss_all();
     let (stop, _) = watch::channel(false);
     let run = Arc::new(Run {
         epoch: Instant::now(),
@@ -734,7 +845,13 @@ async fn run_one(args: &Args, clients: usize, models: usize, rate: Rate) -> Resu
         } else {
             None
         };
-        let task = client(idx, server.url.clone(), run.clone(), gate.clone(), writer);
+        let task = client(
+            idx,
+            server_url(idx, writer.is_some()),
+            run.clone(),
+            gate.clone(),
+            writer,
+        );
         let run2 = run.clone();
         tasks.push(tokio::spawn(async move {
             let result = task.await;
@@ -768,13 +885,13 @@ async fn run_one(args: &Args, clients: usize, models: usize, rate: Rate) -> Resu
     pb.finish_and_clear();
     // Idle memory per connection, once the snapshots went out.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_idle = rss_kib(pid).unwrap_or(0);
+    let rss_idle = rss_all();
 
     let resume = Arc::new(Notify::new());
     let slow = if args.slow_client {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(slow_client(
-            server.url.clone(),
+            servers[0].url.clone(),
             run.clone(),
             resume.clone(),
             ready_tx,
@@ -805,7 +922,7 @@ async fn run_one(args: &Args, clients: usize, models: usize, rate: Rate) -> Resu
     let load_start = Instant::now();
     let mut rss_series = Vec::new();
     let sample = |series: &mut Vec<(f64, f64)>| {
-        let rss = rss_kib(pid).unwrap_or(0) as f64 / 1024.0;
+        let rss = rss_all() as f64 / 1024.0;
         series.push((load_start.elapsed().as_secs_f64(), rss));
     };
     let pb = bar(
@@ -826,7 +943,8 @@ async fn run_one(args: &Args, clients: usize, models: usize, rate: Rate) -> Resu
         format!("{label}: measure"),
         (args.secs * 10.0).ceil() as u64,
     );
-    let cpu0 = cpu_ticks(pid).unwrap_or(0);
+    let cpu0 = cpu_ticks_all();
+    let broker0 = broker.as_ref().map_or(0, |b| cpu_ticks(b.pid).unwrap_or(0));
     let gen0 = cpu_ticks(std::process::id()).unwrap_or(0);
     let d0 = run.deliveries.load(Relaxed);
     let w_start = Instant::now();
@@ -843,10 +961,11 @@ async fn run_one(args: &Args, clients: usize, models: usize, rate: Rate) -> Resu
     }
     run.measuring.store(false, Relaxed);
     let d1 = run.deliveries.load(Relaxed);
-    let cpu1 = cpu_ticks(pid).unwrap_or(0);
+    let cpu1 = cpu_ticks_all();
+    let broker1 = broker.as_ref().map_or(0, |b| cpu_ticks(b.pid).unwrap_or(0));
     let gen1 = cpu_ticks(std::process::id()).unwrap_or(0);
     let window = w_start.elapsed().as_secs_f64();
-    let rss_end = rss_kib(pid).unwrap_or(0);
+    let rss_end = rss_all();
     pb.finish_and_clear();
 
     // Stop the writers, wait for their acks and for every delivery.
@@ -897,7 +1016,10 @@ async fn run_one(args: &Args, clients: usize, models: usize, rate: Rate) -> Resu
         }
         None => None,
     };
-    let _ = server.child.kill().await;
+    for server in &mut servers {
+        let _ = server.child.kill().await;
+    }
+    drop(broker);
 
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     for h in &run.hists {
@@ -935,6 +1057,9 @@ async fn run_one(args: &Args, clients: usize, models: usize, rate: Rate) -> Resu
         rss_end_mib: rss_end as f64 / 1024.0,
         initial_state_secs,
         slow,
+        nodes: args.nodes.max(1),
+        broker_cpu_us_per_commit: (args.nodes > 1 && changes_per_sec > 0.0)
+            .then(|| (broker1 - broker0) as f64 / ticks * 1e6 / (changes_per_sec * window)),
         rss_series,
         runs: Vec::new(),
     })

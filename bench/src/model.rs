@@ -3,7 +3,7 @@
 use omni_runtime::prelude::*;
 
 /// A player of the 'game' scenario. Writers change `x`, `y`, `seq` and `ts` together.
-#[derive(Model, Clone, Default, Debug)]
+#[derive(Model, Clone, Default, Debug, Serialize, Deserialize)]
 pub struct Player {
     /// Display name, `p<index>`.
     pub name: String,

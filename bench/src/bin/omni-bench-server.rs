@@ -54,6 +54,13 @@ struct Args {
     /// connection and gets a snapshot (the baseline of `omni-resume-bench`).
     #[arg(long)]
     no_resume: bool,
+    /// Run as a node of a cluster on this NATS server (JetStream on): `players` lives in the
+    /// bucket `--bucket`.
+    #[arg(long)]
+    nats: Option<String>,
+    /// The cluster's bucket.
+    #[arg(long, default_value = "bench")]
+    bucket: String,
     /// Keep running when standard input closes.
     #[arg(long)]
     ignore_stdin: bool,
@@ -109,7 +116,15 @@ async fn run(args: Args) -> std::io::Result<()> {
             },
         );
     }
-    let server = app.build();
+    if let Some(nats) = &args.nats {
+        let cluster = omni_runtime::cluster::Nats::connect(nats)
+            .bucket(&args.bucket)
+            .open()
+            .await
+            .map_err(std::io::Error::other)?;
+        app = app.persist::<Players>().cluster(cluster);
+    }
+    let server = app.try_build().map_err(std::io::Error::other)?;
     if args.slow_backend_ms.is_some() {
         let records = server.world().collection::<Records>();
         for (oid, _) in records.all() {
