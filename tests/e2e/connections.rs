@@ -131,3 +131,50 @@ async fn connect_and_disconnect_hooks_run_and_disconnect_cleans_up() {
         "emitting to a closed connection reports it"
     );
 }
+
+/// A snapshot far larger than a WebSocket fragment (16 KiB) goes out in fragments and arrives
+/// whole, multi-byte characters cut between fragments included; so do later large messages.
+#[tokio::test]
+async fn large_messages_arrive_whole_across_fragments() {
+    // "é" is two bytes: with 3-byte prefixes some fragment boundary falls inside one.
+    let seed: Vec<_> = (0..3000)
+        .map(|i| crate::apps::doc(&format!("{i:03}{}", "é".repeat(20)), ""))
+        .collect();
+    let srv = TestServer::start(docs_app(seed)).await;
+    let mut c = srv.client().await;
+    let docs = c.collection("docs");
+    assert_eq!(docs.len(), 3000);
+    let text = serde_json::to_string(c.log()).unwrap();
+    assert!(
+        text.len() > 100_000,
+        "the snapshot is large: {} bytes",
+        text.len()
+    );
+    assert!(
+        docs.values().all(|m| m["title"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(&"é".repeat(20)))),
+        "every title intact"
+    );
+    // A large change after the snapshot.
+    let oid = *docs.keys().next().unwrap();
+    let long = "ü".repeat(40_000);
+    let title = long.clone();
+    srv.server
+        .world()
+        .collection::<crate::apps::Docs>()
+        .update(Oid::from_raw(oid), move |d| {
+            d.set_title(title);
+        })
+        .await
+        .unwrap();
+    c.wait_until(|c| {
+        c.model("docs", oid)
+            .is_some_and(|m| m["title"] == long.as_str())
+    })
+    .await
+    .unwrap();
+    let other = srv.client().await;
+    assert_eq!(other.model("docs", oid).unwrap()["title"], long.as_str());
+    other.close().await;
+}

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 
 use crate::ids::ConnId;
 use crate::outbox::{Drain, Outbox, frame};
@@ -39,6 +40,38 @@ pub(super) fn text(bytes: &Bytes) -> Message {
         Ok(text) => Message::Text(text),
         Err(_) => Message::text(String::from_utf8_lossy(bytes).into_owned()),
     }
+}
+
+/// Messages longer than this go out in fragments of this size (RFC 6455 continuation frames,
+/// which every client reassembles). The socket's write buffer grows to the largest frame it
+/// writes and keeps that capacity for the connection's life: one snapshot of 1,000 models
+/// would otherwise keep about 60 KB per connection.
+const FRAGMENT: usize = 16 * 1024;
+
+/// Sends one message, in fragments if it is long (see [`FRAGMENT`]).
+async fn send_message(tx: &mut Tx, bytes: &Bytes) -> bool {
+    if bytes.len() <= FRAGMENT {
+        return tx.send(text(bytes)).await.is_ok();
+    }
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT).min(bytes.len());
+        let opcode = if start == 0 {
+            Data::Text
+        } else {
+            Data::Continue
+        };
+        let frame = Frame::message(
+            bytes.slice(start..end),
+            OpCode::Data(opcode),
+            end == bytes.len(),
+        );
+        if tx.feed(Message::Frame(frame)).await.is_err() {
+            return false;
+        }
+        start = end;
+    }
+    tx.flush().await.is_ok()
 }
 
 /// Every how many frames a client is told its log position (`at`) when only the sequence moved:
@@ -96,7 +129,7 @@ impl<S: Default + Send + Sync + 'static> Sender<S> {
                         metrics.messages_sent.inc_by(told as u64);
                         metrics.bytes_sent.inc_by(frame.len() as u64);
                         pending.clear();
-                        if tx.send(text(&frame)).await.is_err() {
+                        if !send_message(tx, &frame).await {
                             return "dropped";
                         }
                     }
