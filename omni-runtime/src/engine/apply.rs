@@ -68,6 +68,7 @@ where
                 jobs,
             );
         }
+        self.version += 1;
         self.models.insert(oid, model);
         super::fanout::added(self, conns, oid, creator);
     }
@@ -88,6 +89,7 @@ where
         let Some(slot) = self.models.get_mut(&oid) else {
             return false;
         };
+        self.version += 1;
         let changed = changed
             .unwrap_or_else(|| really_changed(slot, &model, AttrSet::first(C::Model::ATTRS.len())));
         let old = std::mem::replace(slot, model);
@@ -120,6 +122,7 @@ where
         jobs: &mut Vec<Job>,
     ) -> Option<C::Model> {
         let old = self.models.remove(&oid)?;
+        self.version += 1;
         if !self.observers.is_empty() {
             let changed = AttrSet::EMPTY;
             jobs_for(
@@ -191,6 +194,7 @@ where
                     let decoded = self.migrate(oid, doc).and_then(|doc| (codec.decode)(&doc));
                     let reason = match decoded {
                         Ok(model) => {
+                            self.version += 1;
                             self.models.insert(oid, model);
                             continue;
                         }
@@ -228,6 +232,7 @@ where
                     if let Some(codec) = &self.codec {
                         rows.push((oid, (codec.encode)(&model).map_err(StoreError::failed)?));
                     }
+                    self.version += 1;
                     self.models.insert(oid, model);
                 }
                 if self.codec.is_some() {
@@ -240,19 +245,40 @@ where
 
     fn write_snapshot(&self, conn_id: ConnId, conn: &mut ConnState<S>, out: &mut Vec<u8>) {
         conn.held[self.idx].clear();
-        out.push(b'[');
-        let mut first = true;
+        let mut shown = Vec::new();
         for (&oid, model) in &self.models {
             if let Some(mask) = self.view(model, conn, conn_id, oid) {
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                crate::model::write_object(model, Some(oid), mask, out);
                 conn.held[self.idx].insert(oid, mask);
+                shown.push((oid, model, mask));
             }
         }
+        // Connections that see the same models with the same attributes get the same bytes:
+        // the last snapshot's encoding is kept until a commit changes the collection.
+        let mut cache = self.snapshot.lock();
+        if cache.version == self.version
+            && cache.shown.len() == shown.len()
+            && cache
+                .shown
+                .iter()
+                .zip(&shown)
+                .all(|(a, b)| a.0 == b.0 && a.1 == b.2)
+        {
+            out.extend_from_slice(&cache.bytes);
+            return;
+        }
+        let start = out.len();
+        out.push(b'[');
+        for (i, (oid, model, mask)) in shown.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            crate::model::write_object(*model, Some(*oid), *mask, out);
+        }
         out.push(b']');
+        cache.version = self.version;
+        cache.shown = shown.iter().map(|(oid, _, mask)| (*oid, *mask)).collect();
+        cache.bytes.clear();
+        cache.bytes.extend_from_slice(&out[start..]);
     }
 
     fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>) -> bool {

@@ -60,6 +60,19 @@ pub(crate) struct Store<C: Collection, S> {
     /// Whether a stored record that cannot be decoded (even after the migrations) is skipped,
     /// with a warning, instead of stopping the server.
     pub(crate) skip_undecodable: bool,
+    /// Bumped by every change of `models`.
+    pub(super) version: u64,
+    /// The last snapshot's encoding, shared by connections with the same view.
+    pub(super) snapshot: parking_lot::Mutex<SnapshotCache>,
+}
+
+/// The encoding of a collection's last snapshot: valid while `version` is the collection's,
+/// for a connection shown the same models with the same attributes.
+#[derive(Default)]
+pub(super) struct SnapshotCache {
+    pub(super) version: u64,
+    pub(super) shown: Vec<(u64, AttrSet)>,
+    pub(super) bytes: Vec<u8>,
 }
 
 impl<C: Collection, S> Store<C, S> {
@@ -79,6 +92,9 @@ impl<C: Collection, S> Store<C, S> {
             delivered: crate::metrics::Delivered::default(),
             migrations: Vec::new(),
             skip_undecodable: false,
+            // 1: an empty collection's snapshot is encoded once before it is cached.
+            version: 1,
+            snapshot: parking_lot::Mutex::default(),
         }
     }
 

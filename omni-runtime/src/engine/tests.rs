@@ -281,6 +281,40 @@ async fn a_client_patch_that_changes_nothing_is_acknowledged_and_sends_nothing()
     assert_eq!(drain(&outboxes[1]).len(), 1, "the change");
 }
 
+#[test]
+fn snapshots_share_an_encoding_per_view_and_never_a_stale_one() {
+    let (engine, _) = engine(&[]);
+    let connect = |id: u64, admin: bool| {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        engine.connect(ConnId::from_raw(id), Sess { admin }, outbox.clone());
+        engine.start(ConnId::from_raw(id), "");
+        let text: String = drain(&outbox)
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        let data = text.find("\"data\":").expect("a snapshot");
+        text[data..].to_owned()
+    };
+    let (plain, admin) = (connect(1, false), connect(2, true));
+    assert!(
+        !plain.contains("secret") && admin.contains("\"secret\":0"),
+        "{plain} / {admin}"
+    );
+    assert_eq!(connect(3, false), plain, "the same view, the same bytes");
+    assert_eq!(connect(4, true), admin);
+    update(&engine, &mut |c, changed| {
+        c.value = 7;
+        changed.insert(0);
+    });
+    // The last snapshot was an admin's: the next admin must not get its (old) bytes.
+    let after = connect(5, true);
+    assert!(
+        after.contains("\"value\":7"),
+        "not the cached encoding: {after}"
+    );
+    assert!(connect(6, false).contains("\"value\":7"));
+}
+
 /// A node of a cluster whose log is a fake: publishes take revisions 10, 11, ... once a permit
 /// is given, and the test plays the follower.
 mod cluster {
