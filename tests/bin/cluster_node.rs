@@ -124,6 +124,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             static_dir: None,
             ..Config::default()
         })
+        .metrics("/metrics")
         .try_build()?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     println!(

@@ -163,6 +163,27 @@ impl Drop for Node {
     }
 }
 
+/// A node's `/metrics` text.
+async fn scrape(node: &Node) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", node.port))
+        .await
+        .expect("connect for metrics");
+    sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    sock.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// The value of one metric line (`name{labels}`) in a scrape, 0 if absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
 fn bucket(name: &str) -> String {
     format!("{name}-{}", free_port())
 }
@@ -366,6 +387,39 @@ async fn writers_on_two_nodes_converge_without_lost_updates() {
         watcher.model("docs", oid).unwrap()["b"],
         rounds,
         "a server update kept b"
+    );
+    // The nodes' metrics: the watcher applied only other nodes' entries, every writer's change
+    // among them, and all three followed the log to the same revision.
+    let mut revisions = Vec::new();
+    for _ in 0..100 {
+        let mut texts = Vec::new();
+        for node in &nodes {
+            texts.push(scrape(node).await);
+        }
+        revisions = texts
+            .iter()
+            .map(|t| metric(t, "omni_cluster_revision"))
+            .collect();
+        if revisions.iter().all(|r| *r == revisions[0]) {
+            let other = metric(&texts[2], "omni_cluster_entries_total{origin=\"other\"}");
+            assert!(other >= (2 * rounds + 50) as f64, "{}", texts[2]);
+            assert_eq!(
+                metric(&texts[2], "omni_cluster_entries_total{origin=\"own\"}"),
+                0.0
+            );
+            assert!(
+                metric(&texts[0], "omni_cluster_entries_total{origin=\"own\"}") >= rounds as f64
+            );
+            assert!(
+                metric(&texts[0], "omni_cluster_publish_duration_seconds_count") >= rounds as f64
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        revisions.iter().all(|r| *r == revisions[0] && *r > 0.0),
+        "{revisions:?}"
     );
     // A node started now reads the same state from the bucket.
     let late = Node::start(&nats.url(), &b);

@@ -156,6 +156,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
             coll.instrument(&metrics);
         }
         metrics.register_with(|registry| storage.backend().register_metrics(registry));
+        if let Some(replica) = &replica {
+            metrics.register_with(|registry| replica.metrics.register(registry));
+        }
         let core = Arc::new_cyclic(|me| Core {
             state: parking_lot::Mutex::new(state),
             storage,

@@ -88,6 +88,73 @@ pub(crate) struct Replica {
     applied: tokio::sync::watch::Sender<u64>,
     /// Notified whenever the log answers a publish.
     answered: tokio::sync::Notify,
+    pub(crate) metrics: ClusterMetrics,
+}
+
+/// A label: whose entry the follower applied.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub(crate) struct EntryOrigin {
+    origin: &'static str,
+}
+
+/// A node's counters (registered with the server's metrics, `omni_cluster_*`).
+#[derive(Default)]
+pub(crate) struct ClusterMetrics {
+    entries: prometheus_client::metrics::family::Family<
+        EntryOrigin,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    replaced: prometheus_client::metrics::counter::Counter,
+    conflicts: prometheus_client::metrics::counter::Counter,
+    unavailable: prometheus_client::metrics::counter::Counter,
+    revision: prometheus_client::metrics::gauge::Gauge,
+    publish_seconds: ClusterHistogram,
+}
+
+/// The publish round trip's histogram (100 µs .. ~26 s).
+struct ClusterHistogram(prometheus_client::metrics::histogram::Histogram);
+
+impl Default for ClusterHistogram {
+    fn default() -> Self {
+        ClusterHistogram(prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 4.0, 10),
+        ))
+    }
+}
+
+impl ClusterMetrics {
+    pub(crate) fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "cluster_entries",
+            "Entries of the cluster's log this node applied, by origin (own: its writes; other: other nodes')",
+            self.entries.clone(),
+        );
+        r.register(
+            "cluster_replaced",
+            "Writes of this node that a newer value replaced in the bucket before the follower read them (applied from their slot)",
+            self.replaced.clone(),
+        );
+        r.register(
+            "cluster_conflicts",
+            "Writes another node's write to the same model overtook (each validated again)",
+            self.conflicts.clone(),
+        );
+        r.register(
+            "cluster_unavailable",
+            "Writes refused because NATS could not be reached or did not answer",
+            self.unavailable.clone(),
+        );
+        r.register(
+            "cluster_revision",
+            "The last revision of the log this node applied",
+            self.revision.clone(),
+        );
+        r.register(
+            "cluster_publish_duration_seconds",
+            "Time NATS took to take a write (compare-and-set and stream append)",
+            self.publish_seconds.0.clone(),
+        );
+    }
 }
 
 impl Replica {
@@ -98,6 +165,7 @@ impl Replica {
             next_token: AtomicU64::new(1),
             applied: tokio::sync::watch::Sender::new(applied),
             answered: tokio::sync::Notify::new(),
+            metrics: ClusterMetrics::default(),
         }
     }
 
@@ -212,7 +280,13 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 state: SlotState::Sent,
             },
         );
+        let started = std::time::Instant::now();
         let published = replica.link.publish(key(coll, oid), value, expect).await;
+        replica
+            .metrics
+            .publish_seconds
+            .0
+            .observe(started.elapsed().as_secs_f64());
 
         tracing::trace!(
             node = replica.link.node(),
@@ -273,6 +347,10 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 return Trip::Done(answer.await.unwrap_or(Err(Refusal::ConnectionClosed)));
             };
             self.lock("a write the cluster refused").colls[idx].abort(&slot.proposal);
+            match error {
+                LinkError::Conflict => replica.metrics.conflicts.inc(),
+                _ => replica.metrics.unavailable.inc(),
+            };
             return match error {
                 LinkError::Conflict => {
                     // Validated again once the other node's write is applied here.
@@ -388,6 +466,20 @@ impl<S: Send + Sync + 'static> Engine<S> {
             mine = mine.is_some(),
             "following"
         );
+        let origin = if node == replica.link.node() {
+            "own"
+        } else {
+            "other"
+        };
+        replica
+            .metrics
+            .entries
+            .get_or_create(&EntryOrigin { origin })
+            .inc();
+        replica
+            .metrics
+            .revision
+            .set(i64::try_from(seq).unwrap_or(i64::MAX));
         match mine {
             Some(slot) => {
                 if let Some(gate) = &slot.proposal.gate {
@@ -461,6 +553,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 oid = key.1,
                 "applied a write of this node that a newer value replaced in the bucket"
             );
+            replica.metrics.replaced.inc();
             let seq = revision.max(st.log.seq);
             let reply = StoreReply::done(&slot.proposal.request);
             let result = self.commit(st, seq, slot.proposal, reply, slot.request.as_ref());
