@@ -191,6 +191,18 @@ async fn not_served_unless_mounted_and_readable_from_code() {
 }
 
 #[tokio::test]
+async fn a_config_set_after_metrics_keeps_them_mounted() {
+    let app = docs_app(vec![doc("a", "")])
+        .metrics("/stats")
+        .config(omni_runtime::Config::default());
+    let srv = TestServer::start(app).await;
+    let _a = srv.client().await;
+    let (head, body) = get(srv.addr, "/stats").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body.contains("omni_connections_open 1"), "{body}");
+}
+
+#[tokio::test]
 async fn the_durable_store_reports_its_group_commits() {
     let dir = std::env::temp_dir().join(format!("omni-metrics-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -349,9 +349,15 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         self
     }
 
-    /// Replaces the whole configuration.
+    /// Replaces the whole configuration; a metrics path set before with [`Omni::metrics`] stays
+    /// unless `config.metrics_path` names one itself.
     pub fn config(mut self, config: Config) -> Self {
+        let metrics_path = config
+            .metrics_path
+            .clone()
+            .or(self.config.metrics_path.take());
         self.config = config;
+        self.config.metrics_path = metrics_path;
         self
     }
 
