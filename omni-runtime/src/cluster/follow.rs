@@ -8,7 +8,7 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::engine::replica::{Envelope, Link, LinkError, Replica, envelope, key};
+use crate::engine::replica::{Entry, Envelope, Link, LinkError, Replica, envelope, key};
 use crate::engine::state::OidBlocks;
 use crate::engine::{Engine, WeakEngine};
 use crate::storage::BoxFuture;
@@ -149,14 +149,14 @@ async fn apply<S: Send + Sync + 'static>(engine: &Engine<S>, entry: &kv::Entry) 
     match serde_json::from_slice::<Envelope<'_>>(&entry.value) {
         Ok(env) => {
             engine
-                .follow_entry(
-                    entry.revision,
+                .follow_entry(Entry {
+                    seq: entry.revision,
                     coll,
                     oid,
-                    env.node,
-                    env.token,
-                    env.model.map(|m| m.get().as_bytes()),
-                )
+                    node: env.node,
+                    token: env.token,
+                    doc: env.model.map(|m| m.get().as_bytes()),
+                })
                 .await
         }
         Err(error) => {

@@ -158,16 +158,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 // What the write changed, should another node's write overtake it.
                 base = st.colls[idx].head_doc(*oid);
             }
-            let State {
-                colls, conns, oids, ..
-            } = &mut *st;
-            let cx = Cx {
-                conns,
-                oids,
-                backend: self.core.storage.backend(),
-                staged,
-            };
-            match colls[idx].server_write(cx, write) {
+            match self.validate_server_write(&mut st, idx, write, staged) {
                 Err(Refusal::Exists { oid, pending }) => {
                     let found = Applied {
                         oid,
@@ -408,16 +399,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 _ => return Err(conflict),
             };
             let mut st = self.lock("a server write overtaken by another node");
-            let State {
-                colls, conns, oids, ..
-            } = &mut *st;
-            let cx = Cx {
-                conns,
-                oids,
-                backend: self.core.storage.backend(),
-                staged: true,
-            };
-            match colls[idx].server_write(cx, write) {
+            match self.validate_server_write(&mut st, idx, write, true) {
                 Err(refusal) => return Err(refusal),
                 Ok(None) => {
                     tracing::trace!(oid, "merged: nothing to change");
@@ -434,6 +416,26 @@ impl<S: Send + Sync + 'static> Engine<S> {
             }
         }
         unreachable!("the last attempt returns")
+    }
+
+    /// Validates a write of server code on collection `idx`, under the lock.
+    fn validate_server_write(
+        &self,
+        st: &mut Locked<'_, S>,
+        idx: usize,
+        write: ServerWrite<'_>,
+        staged: bool,
+    ) -> Result<Option<Proposal>, Refusal> {
+        let State {
+            colls, conns, oids, ..
+        } = &mut **st;
+        let cx = Cx {
+            conns,
+            oids,
+            backend: self.core.storage.backend(),
+            staged,
+        };
+        colls[idx].server_write(cx, write)
     }
 
     /// Applies a durable proposal as the next commit of the log (or answers a read).

@@ -221,6 +221,18 @@ impl Answers {
     }
 }
 
+/// One entry of the cluster's log as the follower read it: revision `seq` of model `oid` of
+/// collection `coll`, written by node `node` under its token; `doc` the model's stored JSON,
+/// `None` for a removal.
+pub(crate) struct Entry<'a> {
+    pub(crate) seq: u64,
+    pub(crate) coll: &'a str,
+    pub(crate) oid: u64,
+    pub(crate) node: u64,
+    pub(crate) token: u64,
+    pub(crate) doc: Option<&'a [u8]>,
+}
+
 /// How a write's trip through the log ended.
 pub(crate) enum Trip {
     Done(Result<Applied, Refusal>),
@@ -388,15 +400,8 @@ impl<S: Send + Sync + 'static> Engine<S> {
     /// log answered every write this node sent to the same model: if one of them is in the log
     /// before this entry, it must be applied first, and the follower knows it only from the
     /// answer (the bucket may have replaced it with this entry already).
-    pub(crate) async fn follow_entry(
-        &self,
-        seq: u64,
-        coll: &str,
-        oid: u64,
-        node: u64,
-        token: u64,
-        doc: Option<&[u8]>,
-    ) {
+    pub(crate) async fn follow_entry(&self, entry: Entry<'_>) {
+        let (coll, oid, node) = (entry.coll, entry.oid, entry.node);
         if let Some(replica) = self.replica()
             && node != replica.link.node()
         {
@@ -416,21 +421,21 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 }
             }
         }
-        self.follow(seq, coll, oid, node, token, doc);
+        self.follow(entry);
     }
 
     /// Applies one entry of the cluster's log, in log order: this node's own write (its
     /// proposal, answering its writer) or another node's (decoded). `doc`: the model's stored
     /// JSON, `None` for a removal. Entries at or below the last applied revision are skipped.
-    pub(crate) fn follow(
-        &self,
-        seq: u64,
-        coll: &str,
-        oid: u64,
-        node: u64,
-        token: u64,
-        doc: Option<&[u8]>,
-    ) {
+    pub(crate) fn follow(&self, entry: Entry<'_>) {
+        let Entry {
+            seq,
+            coll,
+            oid,
+            node,
+            token,
+            doc,
+        } = entry;
         let Some(replica) = self.replica() else {
             return;
         };

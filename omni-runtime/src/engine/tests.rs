@@ -322,7 +322,7 @@ mod cluster {
 
     use super::*;
     use crate::engine::coll::Codec;
-    use crate::engine::replica::{Link, LinkError, Replica};
+    use crate::engine::replica::{Entry, Link, LinkError, Replica};
 
     struct FakeLog {
         next: AtomicU64,
@@ -417,7 +417,17 @@ mod cluster {
             .collect()
     }
 
-    const FOREIGN: &[u8] = br#"{"value":6,"secret":0}"#;
+    /// Another node's (9) entry at revision 11: model 1's value becomes 6.
+    fn foreign() -> Entry<'static> {
+        Entry {
+            seq: 11,
+            coll: "counters",
+            oid: 1,
+            node: 9,
+            token: 1,
+            doc: Some(br#"{"value":6,"secret":0}"#),
+        }
+    }
 
     #[tokio::test]
     async fn an_own_entry_replaced_in_the_bucket_before_it_was_read_is_applied_first() {
@@ -430,9 +440,7 @@ mod cluster {
             "not applied before the follower meets it"
         );
         // The follower never meets revision 10 (another node's 11 replaced it) and meets 11.
-        engine
-            .follow_entry(11, "counters", 1, 9, 1, Some(FOREIGN))
-            .await;
+        engine.follow_entry(foreign()).await;
         assert!(pending.wait().await.is_ok(), "the writer is answered");
         assert_eq!(value(&engine), 6);
         assert_eq!(sent(&outbox), [5, 6], "both commits, in log order");
@@ -447,9 +455,7 @@ mod cluster {
         let follower = {
             let engine = engine.clone();
             tokio::spawn(async move {
-                engine
-                    .follow_entry(11, "counters", 1, 9, 1, Some(FOREIGN))
-                    .await;
+                engine.follow_entry(foreign()).await;
             })
         };
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -152,51 +152,38 @@ impl<'a, S: Default + Send + Sync + 'static> Pump<'a, S> {
         reason
     }
 
+    /// Answers a frame that is not a JSON message with an `error`. Counted like any message
+    /// (so a flood of them is answered only up to the limit, then cut off); `false` when the
+    /// client must be disconnected for flooding.
+    fn invalid(&mut self, reason: &str) -> bool {
+        self.received("invalid");
+        match self.limit.take(1) {
+            RateVerdict::Abuse => false,
+            RateVerdict::Over { warn } => {
+                self.refuse_over_limit(&serde_json::Value::Null, warn);
+                true
+            }
+            RateVerdict::Ok => {
+                self.outbox.push_control(wire::error(None, reason));
+                true
+            }
+        }
+    }
+
     /// Parses one frame and handles each message in it, in order. Returns `false` when the
     /// client must be disconnected for flooding.
     fn message(&mut self, msg: Message) -> bool {
         let text = match &msg {
             Message::Text(text) => text.as_str(),
             Message::Binary(_) => {
-                self.received("invalid");
-                // Counted like any message, so a flood of them is cut off too.
-                return match self.limit.take(1) {
-                    RateVerdict::Abuse => false,
-                    RateVerdict::Over { warn } => {
-                        self.refuse_over_limit(&serde_json::Value::Null, warn);
-                        true
-                    }
-                    RateVerdict::Ok => {
-                        self.outbox.push_control(wire::error(
-                            None,
-                            "binary frames are not supported: send JSON text frames",
-                        ));
-                        true
-                    }
-                };
+                return self.invalid("binary frames are not supported: send JSON text frames");
             }
             // Pings are answered by tungstenite; pongs and raw frames carry nothing for us.
             _ => return true,
         };
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(e) => {
-                self.received("invalid");
-                // Counted like any message: a flood of garbage is answered only up to the
-                // limit, then cut off.
-                return match self.limit.take(1) {
-                    RateVerdict::Abuse => false,
-                    RateVerdict::Over { warn } => {
-                        self.refuse_over_limit(&serde_json::Value::Null, warn);
-                        true
-                    }
-                    RateVerdict::Ok => {
-                        self.outbox
-                            .push_control(wire::error(None, &format!("malformed JSON: {e}")));
-                        true
-                    }
-                };
-            }
+            Err(e) => return self.invalid(&format!("malformed JSON: {e}")),
         };
         let count = match &value {
             serde_json::Value::Array(items) => items.len().max(1),
