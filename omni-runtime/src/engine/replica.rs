@@ -405,7 +405,6 @@ impl<S: Send + Sync + 'static> Engine<S> {
         if let Some(replica) = self.replica()
             && node != replica.link.node()
         {
-            let idx = self.lock("following").coll_index(coll);
             let deadline = tokio::time::Instant::now() + UNSURE_WAIT;
             loop {
                 let answered = replica.answered.notified();
@@ -413,7 +412,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
                 answered.as_mut().enable();
                 let waiting = replica.slots.lock().values().any(|slot| {
                     slot.state == SlotState::Sent
-                        && Some(slot.proposal.coll) == idx
+                        && slot.proposal.request.collection == coll
                         && slot.proposal.oid == oid
                 });
                 if !waiting || tokio::time::timeout_at(deadline, answered).await.is_err() {
