@@ -248,6 +248,8 @@ function createOmni(SCHEMA, env) {
     unsubscribe(channel) { return engine.channel(this._ci, channel, false); }
     channels() { return Array.from(this._ci.channels); }
     read(oid) { return engine.read(this._ci, oid); }
+    query(spec) { return queries.open(this._ci, spec); }
+    queries() { return Array.from(this._ci.queries.values()); }
     trigger(name) {
       this._fire(name, Array.prototype.slice.call(arguments, 1));
       return this;
@@ -342,6 +344,8 @@ function createOmni(SCHEMA, env) {
       subscribe: function (channel) { return engine.channel(ci, channel, true); },
       unsubscribe: function (channel) { return engine.channel(ci, channel, false); },
       channels: function () { return Array.from(ci.channels); },
+      query: function (spec) { return queries.open(ci, spec); },
+      queries: function () { return Array.from(ci.queries.values()); },
       read: function (oid) { return engine.read(ci, oid); },
       fetch: function () { return Promise.resolve(this); },
       sync: function () { return null; }
@@ -385,6 +389,14 @@ function createOmni(SCHEMA, env) {
   /* Whether the current connection resumed the previous one (same session on the server). */
   let resumedConn = false;
   let readyCbs = [];
+  /* Live queries (queries.js). */
+  const queries = omniQueries({
+    Events: Events,
+    OmniError: OmniError,
+    request: function (req, msg) { return request(req, msg); },
+    live: function () { return live; },
+    wanted: function () { return wanted; }
+  });
 
   function build(Backbone) {
     if (cis.some(function (ci) { return ci.loaded; })) {
@@ -393,7 +405,7 @@ function createOmni(SCHEMA, env) {
     BB = Backbone || null;
     adapter = BB ? backboneAdapter(BB) : plainAdapter;
     cis = SCHEMA.collections.map(function (spec) {
-      const ci = { name: spec.name, spec: spec, attrs: {}, readonly: {}, byOid: new Map(), byTmp: new Map(), channels: new Set(), loaded: false, coll: null, Model: null };
+      const ci = { name: spec.name, spec: spec, attrs: {}, readonly: {}, byOid: new Map(), byTmp: new Map(), channels: new Set(), queries: new Map(), loaded: false, coll: null, Model: null };
       for (const a of spec.attrs) { ci.attrs[a] = true; }
       for (const a of spec.readonly) { ci.readonly[a] = true; }
       if (BB) {
@@ -618,6 +630,12 @@ function createOmni(SCHEMA, env) {
       req.reject(err);
       return;
     }
+    if (req.kind === "query" || req.kind === "unquery") {
+      err.collection = req.ci.name;
+      queries.refused(req, !msg && reason.indexOf("disconnected") >= 0);
+      req.reject(err);
+      return;
+    }
     if (req.kind === "sub" || req.kind === "unsub" || req.kind === "read") {
       err.collection = req.ci.name;
       if (req.kind === "sub") {
@@ -707,7 +725,7 @@ function createOmni(SCHEMA, env) {
   function onAck(msg) {
     const req = take(msg.id);
     if (!req) { return; }
-    if (req.kind === "sub" || req.kind === "unsub") {
+    if (req.kind === "sub" || req.kind === "unsub" || req.kind === "query" || req.kind === "unquery") {
       req.resolve();
       return;
     }
@@ -968,6 +986,8 @@ function createOmni(SCHEMA, env) {
               request({ kind: "sub", ci: c, channel: ch, resolve: function () {}, reject: function (e) { raise(c, null, e); } }, { t: "sub", c: c.name, ch: ch });
             }
           }
+          /* and so do queries */
+          queries.resend(cis);
           for (const q of queued) { request(q[0], q[1]); }
         }
         if (first) {
@@ -994,7 +1014,14 @@ function createOmni(SCHEMA, env) {
       case "change":
         ci = ciOf(msg.c);
         model = ci && ci.byOid.get(msg.oid);
-        if (model) { applyRemote(model, msg.set || {}, msg.unset || null, false); }
+        if (model) {
+          applyRemote(model, msg.set || {}, msg.unset || null, false);
+          queries.changed(ci, model);
+        }
+        break;
+      case "window":
+        ci = ciOf(msg.c);
+        if (ci) { queries.window(ci, msg); }
         break;
       case "remove":
         ci = ciOf(msg.c);

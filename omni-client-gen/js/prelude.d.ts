@@ -18,7 +18,7 @@ export interface OmniError extends Error {
   /** What went wrong, as the server (or the client) said it. */
   readonly reason: string;
   /** The kind of request that failed. */
-  readonly request?: "change" | "add" | "remove" | "event" | "local" | "hello" | "sub" | "unsub" | "read";
+  readonly request?: "change" | "add" | "remove" | "event" | "local" | "hello" | "sub" | "unsub" | "read" | "query" | "unquery";
   readonly collection?: string;
   readonly event?: string;
   readonly oid?: number;
@@ -66,6 +66,71 @@ export interface Model<A extends { readonly oid: number }> {
   trigger(event: string, ...args: unknown[]): this;
 }
 
+/** A condition on one attribute of a query's filter: a value (equality) or comparisons. */
+export type Condition<T> = T | {
+  $eq?: T; $ne?: T; $lt?: T; $lte?: T; $gt?: T; $gte?: T;
+  /** Equal to one of these. */
+  $in?: readonly T[];
+};
+
+/** A query's filter on the attributes of `A` (and `oid`): every condition must hold; `$or`
+ *  needs one of its filters, `$and` all of them. An attribute this connection may not read
+ *  never matches. */
+export type Where<A> = { [K in keyof A]?: Condition<A[K]> } & {
+  $and?: ReadonlyArray<Where<A>>;
+  $or?: ReadonlyArray<Where<A>>;
+};
+
+/** A sort key: an attribute (ascending) or `[attribute, "asc" | "desc"]`. Ties are broken by `oid`. */
+export type OrderKey<A> = (keyof A & string) | readonly [keyof A & string, "asc" | "desc"];
+
+/** A live query: which models, in which order, how many. */
+export interface QuerySpec<A> {
+  where?: Where<A>;
+  order?: ReadonlyArray<OrderKey<A>>;
+  /** At most this many (the server has a maximum, 10,000 by default, also used without a limit). */
+  limit?: number;
+}
+
+/** The live result of a query: the models the server says match, in the query's order, kept in
+ *  sync as models enter and leave it. */
+export interface LiveQuery<A extends { readonly oid: number }, M extends Model<A> = Model<A>> extends Iterable<M> {
+  /** The query's id on this connection. */
+  readonly id: string;
+  readonly collection: Collection<A, M>;
+  readonly spec: Readonly<QuerySpec<A>>;
+  /** The models it shows, in its order. */
+  readonly models: M[];
+  readonly length: number;
+  /** Whether more models match than it shows (`loadMore` shows them). */
+  readonly more: boolean;
+  /** Whether `close` was called, or the server refused it. */
+  readonly closed: boolean;
+  /** Resolves once the server answered with its first result; rejects if it refused the query. */
+  readonly ready: Promise<this>;
+  at(index: number): M | undefined;
+  first(): M | undefined;
+  last(): M | undefined;
+  has(model: M | number): boolean;
+  map<T>(fn: (model: M, index: number, models: M[]) => T, context?: Ctx): T[];
+  forEach(fn: (model: M, index: number, models: M[]) => void, context?: Ctx): void;
+  pluck<K extends keyof A>(key: K): Array<A[K]>;
+  toJSON(): A[];
+  /** Shows `n` more (default: as many as the first limit); resolves once they arrived. */
+  loadMore(n?: number): Promise<this>;
+  /** Asks again with another limit. */
+  setLimit(n: number | null): Promise<this>;
+  /** Ends the query; the models only it showed are removed from the collection. */
+  close(): Promise<void>;
+  on(event: "add" | "remove" | "change", callback: (model: M, query: this, options: SetOptions) => void, context?: Ctx): this;
+  on(event: "update", callback: (query: this) => void, context?: Ctx): this;
+  on(event: "error", callback: (error: OmniError) => void, context?: Ctx): this;
+  once(event: "add" | "remove" | "change", callback: (model: M, query: this, options: SetOptions) => void, context?: Ctx): this;
+  once(event: "update", callback: (query: this) => void, context?: Ctx): this;
+  once(event: "error", callback: (error: OmniError) => void, context?: Ctx): this;
+  off(event?: string | null, callback?: ((...args: any[]) => void) | null, context?: Ctx): this;
+}
+
 /** A collection of models, kept in sync with what the server lets this connection see. */
 export interface Collection<A extends { readonly oid: number }, M extends Model<A> = Model<A>> extends Iterable<M> {
   readonly name: string;
@@ -108,6 +173,14 @@ export interface Collection<A extends { readonly oid: number }, M extends Model<
   channels(): string[];
   /** A one-shot read of one model by OID (allowed even where the collection is not listed). */
   read(oid: number): Promise<A>;
+  /**
+   * A live query: `query({ where: { room: "lobby" }, order: [["oid", "desc"]], limit: 50 })`.
+   * Its models arrive in this collection too (on a collection the server made *queried*, only
+   * the models some query shows are held). Kept across reconnects.
+   */
+  query(spec?: QuerySpec<A>): LiveQuery<A, M>;
+  /** The open live queries. */
+  queries(): Array<LiveQuery<A, M>>;
   on(event: "add" | "remove", callback: (model: M, collection: this, options: SetOptions) => void, context?: Ctx): this;
   on(event: "reset", callback: (collection: this, options: SetOptions) => void, context?: Ctx): this;
   on(event: "change", callback: (model: M, options: SetOptions) => void, context?: Ctx): this;

@@ -24,7 +24,10 @@ use serde_json::json;
 use writer::CodeWriter;
 
 /// The hand-written client runtime (`function createOmni(SCHEMA, env)`).
-pub const RUNTIME_JS: &str = include_str!("../js/client.js");
+pub const RUNTIME_JS: &str = concat!(
+    include_str!("../js/queries.js"),
+    include_str!("../js/client.js")
+);
 const PRELUDE_DTS: &str = include_str!("../js/prelude.d.ts");
 const EPILOGUE_DTS: &str = include_str!("../js/epilogue.d.ts");
 

@@ -63,6 +63,16 @@ pub trait CollectionPermissions<S>: Collection {
         let _ = (ctx, channel);
         true
     }
+    /// May this connection run `query` (a live query: `Omni.collections.lines.query(...)` in
+    /// JavaScript, [`Client::query`](crate::client::Client::query) in Rust)? Default: yes. A
+    /// query shows only models that pass `can_read`, and an attribute the connection may not
+    /// read is absent for its filter and order (no comparison on it matches), so the default
+    /// leaks nothing; refuse here what is too costly or not meant to be asked, e.g. a query
+    /// without a room: `query.equality(LineAttr::Room).is_some()`.
+    fn can_query(&self, ctx: &Ctx<'_, S>, query: &crate::query::Query<Self::Model>) -> bool {
+        let _ = (ctx, query);
+        true
+    }
     /// Called on the server after a client's model was created and before it is sent to anyone,
     /// to fill in server-side fields (owner, timestamps). Default: nothing.
     fn on_create(&self, ctx: &Ctx<'_, S>, model: &mut Self::Model) {

@@ -73,6 +73,19 @@ async function main(): Promise<void> {
   await Omni.collections.messages.unsubscribe("lobby");
   const one: Player = await Omni.collections.players.read(1);
   console.log(subscribed, one.name);
+  const q = Omni.collections.players.query({
+    where: { online: true, x: { $gte: 0, $lt: 100 }, $or: [{ name: "Ann" }, { name: { $in: ["Bob", "Cy"] } }], oid: { $gt: 2 } },
+    order: [["x", "desc"], "name"],
+    limit: 10,
+  });
+  await q.ready;
+  const shown: PlayerModel[] = q.models;
+  q.on("add", (m: PlayerModel) => console.log(m.get("x")));
+  q.on("update", (query) => console.log(query.more, query.length));
+  const page = await q.loadMore(10);
+  const xs2: number[] = page.pluck("x");
+  await q.close();
+  console.log(shown.length, xs2, Omni.collections.players.queries().length);
 }
 void main();
 `,
@@ -112,6 +125,25 @@ test("a read resolves to the model's attributes: a wrong attribute does not comp
   );
   assert.notEqual(r.status, 0, r.output);
   assert.match(r.output, /error TS2322/);
+});
+
+test("a query on a misspelled attribute does not compile", () => {
+  const r = compile("bad-query-name.ts", header + `Omni.collections.players.query({ where: { onlnie: true } });\n`);
+  assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /error TS2561: Object literal may only specify known properties, but 'onlnie' does not exist in type 'Where<Player>'. Did you mean to write 'online'\?/);
+});
+
+test("a query with a value of the wrong type does not compile", () => {
+  const r = compile("bad-query-type.ts", header + `Omni.collections.players.query({ where: { x: { $gt: "ten" } } });\n`);
+  assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /error TS2322: Type 'string' is not assignable to type 'number'/);
+});
+
+test("a query ordered by a misspelled attribute does not compile", () => {
+  const r = compile("bad-query-order.ts", header + `Omni.collections.players.query({ order: [["nmae", "asc"]] });\n`);
+  assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /error TS2322/);
+  assert.match(r.output, /"nmae"/);
 });
 
 /** `tsc --noEmit --strict` with the given extra options (none: TypeScript's defaults). */

@@ -70,7 +70,13 @@ where
         }
         self.version += 1;
         self.models.insert(oid, model);
-        super::fanout::added(self, conns, oid, creator);
+        if !self.live.queried_only {
+            super::fanout::added(self, conns, oid, creator);
+        }
+        if self.live.queried_only || !self.live.is_empty() {
+            let all = AttrSet::first(C::Model::ATTRS.len());
+            self.fan_queries(conns, oid, None, all, creator);
+        }
     }
 
     /// Replaces a model as commit `seq` and fans out the attributes `changed` (`None`: those
@@ -107,7 +113,12 @@ where
             );
         }
         if !changed.is_empty() {
-            super::fanout::changed(self, conns, oid, changed);
+            if !self.live.queried_only {
+                super::fanout::changed(self, conns, oid, changed);
+            }
+            if !self.live.is_empty() {
+                self.fan_queries(conns, oid, Some(&old), changed, None);
+            }
         }
         true
     }
@@ -136,7 +147,12 @@ where
                 jobs,
             );
         }
-        super::fanout::removed(self, conns, oid);
+        if !self.live.queried_only {
+            super::fanout::removed(self, conns, oid);
+        }
+        if !self.live.is_empty() {
+            self.fan_queries(conns, oid, Some(&old), AttrSet::EMPTY, None);
+        }
         Some(old)
     }
 }
@@ -243,13 +259,40 @@ where
         Ok(())
     }
 
-    fn write_snapshot(&self, conn_id: ConnId, conn: &mut ConnState<S>, out: &mut Vec<u8>) {
+    fn write_snapshot(
+        &mut self,
+        conn_id: ConnId,
+        conn: &mut ConnState<S>,
+        out: &mut Vec<u8>,
+    ) -> Vec<Bytes> {
+        let windows = if self.live.of_conn(conn_id).is_empty() {
+            Vec::new()
+        } else {
+            self.refresh_queries(conn_id, conn, true)
+        };
         conn.held[self.idx].clear();
         let mut shown = Vec::new();
-        for (&oid, model) in &self.models {
-            if let Some(mask) = self.view(model, conn, conn_id, oid) {
-                conn.held[self.idx].insert(oid, mask);
-                shown.push((oid, model, mask));
+        if self.live.queried_only {
+            // Only what its queries show.
+            let mut oids: Vec<u64> = (self.live.of_conn(conn_id).iter())
+                .flat_map(|k| self.live.queries[k].visible())
+                .collect();
+            oids.sort_unstable();
+            oids.dedup();
+            for oid in oids {
+                if let Some(model) = self.models.get(&oid)
+                    && let Some(mask) = self.view(model, conn, conn_id, oid)
+                {
+                    conn.held[self.idx].insert(oid, mask);
+                    shown.push((oid, model, mask));
+                }
+            }
+        } else {
+            for (&oid, model) in &self.models {
+                if let Some(mask) = self.view(model, conn, conn_id, oid) {
+                    conn.held[self.idx].insert(oid, mask);
+                    shown.push((oid, model, mask));
+                }
             }
         }
         // Connections that see the same models with the same attributes get the same bytes:
@@ -264,7 +307,7 @@ where
                 .all(|(a, b)| a.0 == b.0 && a.1 == b.2)
         {
             out.extend_from_slice(&cache.bytes);
-            return;
+            return windows;
         }
         let start = out.len();
         out.push(b'[');
@@ -279,10 +322,23 @@ where
         cache.shown = shown.iter().map(|(oid, _, mask)| (*oid, *mask)).collect();
         cache.bytes.clear();
         cache.bytes.extend_from_slice(&out[start..]);
+        windows
     }
 
-    fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>) -> bool {
-        let mut changed = false;
+    fn sync_conn(&mut self, conn_id: ConnId, conn: &mut ConnState<S>) -> bool {
+        if self.live.queried_only {
+            // What it holds follows its queries: evaluate them again, then settle what changed.
+            let before: Vec<u64> = conn.held[self.idx].keys().copied().collect();
+            let windows = self.refresh_queries(conn_id, conn, false);
+            let changed = self.settle_queried(conn_id, conn, before, windows);
+            return changed;
+        }
+        let windows = if self.live.of_conn(conn_id).is_empty() {
+            Vec::new()
+        } else {
+            self.refresh_queries(conn_id, conn, false)
+        };
+        let mut changed = !windows.is_empty();
         for (&oid, model) in &self.models {
             let now = self.view(model, conn, conn_id, oid);
             let held = conn.held[self.idx].get(&oid).copied();
@@ -290,10 +346,37 @@ where
             changed |= delta != super::view::Delta::None;
             super::fanout::send(&self.name_json, conn, self.idx, held, oid, model, delta);
         }
+        for msg in windows {
+            conn.outbox.push(msg);
+        }
         changed
     }
 
+    fn set_query(
+        &mut self,
+        conn_id: ConnId,
+        conn: &mut ConnState<S>,
+        qid: &str,
+        spec: Option<&serde_json::Map<String, serde_json::Value>>,
+        limits: super::queries::QueryLimits,
+    ) -> Result<(), Refusal> {
+        Store::set_query(self, conn_id, conn, qid, spec, limits)
+    }
+
+    fn has_queries(&self, conn_id: ConnId) -> bool {
+        !self.live.of_conn(conn_id).is_empty()
+    }
+
+    fn drop_queries(&mut self, conn_id: ConnId) {
+        Store::drop_queries(self, conn_id);
+    }
+
     fn resend(&self, conn_id: ConnId, conn: &mut ConnState<S>, oid: u64) {
+        if self.live.queried_only && !conn.held[self.idx].contains_key(&oid) {
+            // It holds only what its queries show (a connection with queries resumes with a
+            // snapshot), and it did not hold this.
+            return;
+        }
         let now = self
             .models
             .get(&oid)
@@ -312,7 +395,7 @@ where
     }
 
     fn subscribe(
-        &self,
+        &mut self,
         conn_id: ConnId,
         conn: &mut ConnState<S>,
         channel: &str,
@@ -363,7 +446,9 @@ where
             CollRequest::Add { attrs, .. } => self.client_add(cx, conn_id, attrs),
             CollRequest::Remove { oid } => self.client_remove(cx, conn_id, *oid),
             CollRequest::Read { oid } => self.client_read(cx, conn_id, *oid),
-            CollRequest::Subscribe { .. } => unreachable!("subscriptions are not writes"),
+            CollRequest::Subscribe { .. } | CollRequest::Query { .. } => {
+                unreachable!("subscriptions and queries are not writes")
+            }
         }?;
         Ok(proposal.map(|mut p| {
             p.origin = Origin::Client { conn: conn_id, req };

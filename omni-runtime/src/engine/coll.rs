@@ -89,19 +89,38 @@ pub(crate) trait CollState<S>: Send + Sync {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// Gives the seed models their OIDs, or replaces them with what the storage holds.
     fn load(&mut self, backend: &dyn Backend, oids: &mut Oids) -> Result<(), StoreError>;
-    /// Writes the JSON array of models `conn` may see and records them as held.
-    fn write_snapshot(&self, conn_id: ConnId, conn: &mut ConnState<S>, out: &mut Vec<u8>);
-    /// Pushes to `conn` the difference between what it holds and what it may see now.
-    /// Re-checks every permission of one connection and pushes the difference; whether
-    /// anything was pushed.
-    fn sync_conn(&self, conn_id: ConnId, conn: &mut ConnState<S>) -> bool;
+    /// Writes the JSON array of models `conn` may see and records them as held; evaluates its
+    /// queries again and gives their `window` messages, to follow the snapshot.
+    fn write_snapshot(
+        &mut self,
+        conn_id: ConnId,
+        conn: &mut ConnState<S>,
+        out: &mut Vec<u8>,
+    ) -> Vec<Bytes>;
+    /// Re-checks every permission of one connection (and its queries) and pushes the
+    /// difference; whether anything was pushed.
+    fn sync_conn(&mut self, conn_id: ConnId, conn: &mut ConnState<S>) -> bool;
+    /// A client's live query `qid` (`spec`: its `where`, `order`, `limit`), or its end
+    /// (`spec: None`): evaluated, and what changed pushed.
+    fn set_query(
+        &mut self,
+        conn_id: ConnId,
+        conn: &mut ConnState<S>,
+        qid: &str,
+        spec: Option<&serde_json::Map<String, serde_json::Value>>,
+        limits: super::queries::QueryLimits,
+    ) -> Result<(), Refusal>;
+    /// Whether a connection has live queries here.
+    fn has_queries(&self, conn_id: ConnId) -> bool;
+    /// Forgets a connection's live queries.
+    fn drop_queries(&mut self, conn_id: ConnId);
     /// Sends a resuming connection model `oid` whole, as it may see it now (or its removal),
     /// and records that it holds that.
     fn resend(&self, conn_id: ConnId, conn: &mut ConnState<S>, oid: u64);
     /// Subscribes `conn` to a channel (or unsubscribes it) and pushes the difference. A client
     /// is asked `can_subscribe` first (`ask`); server code is not. `Ok(changed)`.
     fn subscribe(
-        &self,
+        &mut self,
         conn_id: ConnId,
         conn: &mut ConnState<S>,
         channel: &str,

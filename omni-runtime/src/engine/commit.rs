@@ -135,6 +135,15 @@ pub(crate) enum Refusal {
         coll: &'static str,
         channel: String,
     },
+    /// A query the server cannot run: unknown attribute, ill-typed value, over a limit.
+    BadQuery {
+        coll: &'static str,
+        reason: String,
+    },
+    MayNotQuery {
+        conn: ConnId,
+        coll: &'static str,
+    },
     Rule(String),
     Decode {
         coll: &'static str,
@@ -228,6 +237,11 @@ impl fmt::Display for Refusal {
             } => write!(
                 f,
                 "permission denied: connection {conn} may not subscribe to channel `{channel}` of `{coll}`"
+            ),
+            Refusal::BadQuery { coll, reason } => write!(f, "query on `{coll}`: {reason}"),
+            Refusal::MayNotQuery { conn, coll } => write!(
+                f,
+                "permission denied: connection {conn} may not run this query on `{coll}` (refused by `can_query`)"
             ),
             Refusal::Rule(reason) => f.write_str(reason),
             Refusal::Decode { coll, error } => write!(f, "{coll}: {error}"),

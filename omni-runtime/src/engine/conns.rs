@@ -33,9 +33,12 @@ impl<S: Send + Sync + 'static> Engine<S> {
         conn.ready = true;
         conn.outbox
             .push_control(wire::hello(id.raw(), epoch, token, false));
-        if let Some(snapshot) = snapshot(&mut st, id) {
+        if let Some((snapshot, windows)) = snapshot(&mut st, id) {
             let outbox = &st.conns[&id].outbox;
             outbox.push(snapshot);
+            for msg in windows {
+                outbox.push(msg);
+            }
             outbox.view_changed();
             self.metrics().snapshots.inc();
         }
@@ -68,7 +71,10 @@ impl<S: Send + Sync + 'static> Engine<S> {
         conn.ready = true;
         conn.outbox
             .push_control(wire::hello(id.raw(), log.epoch, token, true));
-        let touched = if epoch == log.epoch && view == conn.outbox.view() {
+        // Queries are not kept up to date while their connection is away: evaluated again with
+        // a snapshot.
+        let queries = colls.iter().any(|c| c.has_queries(id));
+        let touched = if epoch == log.epoch && view == conn.outbox.view() && !queries {
             log.since(seq)
         } else {
             None
@@ -81,10 +87,13 @@ impl<S: Send + Sync + 'static> Engine<S> {
             conn.outbox.push_control(wire::resumed(now, false));
             return true;
         }
-        if let Some(snapshot) = snapshot(&mut st, id)
+        if let Some((snapshot, windows)) = snapshot(&mut st, id)
             && let Some(conn) = st.conns.get(&id)
         {
             conn.outbox.push(snapshot);
+            for msg in windows {
+                conn.outbox.push(msg);
+            }
             conn.outbox.view_changed();
             conn.outbox.push_control(wire::resumed(now, true));
             self.metrics().snapshots.inc();
@@ -101,7 +110,11 @@ impl<S: Send + Sync + 'static> Engine<S> {
 
     /// Forgets a connection.
     pub(crate) fn forget(&self, id: ConnId) {
-        if self.lock("forget").conns.remove(&id).is_some() {
+        let mut st = self.lock("forget");
+        for coll in st.colls.iter_mut() {
+            coll.drop_queries(id);
+        }
+        if st.conns.remove(&id).is_some() {
             self.metrics().connections_open.dec();
         }
     }
@@ -110,10 +123,11 @@ impl<S: Send + Sync + 'static> Engine<S> {
     /// overflowed).
     pub(crate) fn resync(&self, id: ConnId) {
         let mut st = self.lock("resync");
-        if let Some(snapshot) = snapshot(&mut st, id)
+        if let Some((snapshot, windows)) = snapshot(&mut st, id)
             && let Some(conn) = st.conns.get(&id)
         {
-            conn.outbox.reset_with([snapshot]);
+            conn.outbox
+                .reset_with(std::iter::once(snapshot).chain(windows));
             conn.outbox.view_changed();
             self.metrics().snapshots.inc();
             self.metrics().resyncs.inc();
@@ -129,7 +143,7 @@ impl<S: Send + Sync + 'static> Engine<S> {
         };
         if conn.ready {
             let mut changed = false;
-            for coll in colls.iter() {
+            for coll in colls.iter_mut() {
                 changed |= coll.sync_conn(id, conn);
             }
             // Omni.js's `sync` event: what the connection sees changed.
@@ -215,8 +229,9 @@ impl<S: Send + Sync + 'static> Engine<S> {
     }
 }
 
-/// The `snapshot` message for a connection, recording what it now holds.
-fn snapshot<S: Send + Sync + 'static>(st: &mut State<S>, id: ConnId) -> Option<Bytes> {
+/// The `snapshot` message for a connection, recording what it now holds, and the `window`
+/// messages of its queries, to follow it.
+fn snapshot<S: Send + Sync + 'static>(st: &mut State<S>, id: ConnId) -> Option<(Bytes, Vec<Bytes>)> {
     let State {
         colls, conns, log, ..
     } = st;
@@ -225,14 +240,15 @@ fn snapshot<S: Send + Sync + 'static>(st: &mut State<S>, id: ConnId) -> Option<B
     out.extend_from_slice(b"{\"t\":\"snapshot\",\"seq\":");
     wire::push_u64(&mut out, log.seq);
     out.extend_from_slice(b",\"data\":{");
-    for (i, coll) in colls.iter().enumerate() {
+    let mut windows = Vec::new();
+    for (i, coll) in colls.iter_mut().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         wire::push_str(&mut out, coll.name());
         out.push(b':');
-        coll.write_snapshot(id, conn, &mut out);
+        windows.extend(coll.write_snapshot(id, conn, &mut out));
     }
     out.extend_from_slice(b"}}");
-    Some(Bytes::from(out))
+    Some((Bytes::from(out), windows))
 }

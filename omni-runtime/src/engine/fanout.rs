@@ -28,7 +28,7 @@ pub(super) fn send<S, M: Model>(
 }
 
 /// The message that tells a connection `delta` (not [`Delta::None`]).
-fn encode<M: Model>(name_json: &str, oid: u64, model: &M, delta: Delta) -> Bytes {
+pub(super) fn encode<M: Model>(name_json: &str, oid: u64, model: &M, delta: Delta) -> Bytes {
     match delta {
         Delta::Add(mask) => wire::add(name_json, oid, model, mask),
         Delta::Remove => wire::remove(name_json, oid),
@@ -39,7 +39,7 @@ fn encode<M: Model>(name_json: &str, oid: u64, model: &M, delta: Delta) -> Bytes
 
 /// Records in `held` what a connection holds after `delta`; whether there is anything to send.
 #[inline(always)]
-fn record(held: &mut Held, had: Option<AttrSet>, oid: u64, delta: Delta) -> bool {
+pub(super) fn record(held: &mut Held, had: Option<AttrSet>, oid: u64, delta: Delta) -> bool {
     match delta {
         Delta::None => return false,
         Delta::Add(mask) => {

@@ -44,6 +44,18 @@ impl<S: Send + Sync + 'static> Engine<S> {
             let State {
                 colls, conns, oids, ..
             } = &mut *st;
+            if let CollRequest::Query { qid, spec } = &request {
+                let limits = st.query_limits;
+                let State { colls, conns, .. } = &mut *st;
+                let conn = conns.get_mut(&id)?;
+                let answer = match colls[idx].set_query(id, conn, qid, spec.as_ref(), limits) {
+                    Ok(()) => wire::ack(req),
+                    Err(e) => wire::error(Some(req), &e.to_string()),
+                };
+                conn.outbox.view_changed();
+                conn.outbox.push_answer(req, answer);
+                return None;
+            }
             if let CollRequest::Subscribe { channel, on } = &request {
                 let conn = conns.get_mut(&id)?;
                 let answer = match colls[idx].subscribe(id, conn, channel, *on, true) {
@@ -538,7 +550,9 @@ fn answer_refusal<S: Send + Sync + 'static>(
             st.colls[idx].reject(id, conn, req, Target::Tmp(tmp), &reason)
         }
         CollRequest::Read { .. } => wire::reply_err(req, &reason),
-        CollRequest::Subscribe { .. } => wire::error(Some(req), &reason),
+        CollRequest::Subscribe { .. } | CollRequest::Query { .. } => {
+            wire::error(Some(req), &reason)
+        }
     };
     conn.outbox.push_answer(req, msg);
 }

@@ -244,6 +244,8 @@ pub(crate) struct State<S> {
     pub(super) log: Log,
     /// In a cluster: the revision of each model in the commit log (collection index, OID).
     pub(super) revisions: HashMap<(usize, u64), u64>,
+    /// Bounds on live queries.
+    pub(crate) query_limits: super::queries::QueryLimits,
 }
 
 impl<S: Send + Sync + 'static> State<S> {
@@ -254,6 +256,7 @@ impl<S: Send + Sync + 'static> State<S> {
             oids: Oids::new(),
             log: Log::new(),
             revisions: HashMap::new(),
+            query_limits: super::queries::QueryLimits::default(),
         }
     }
 

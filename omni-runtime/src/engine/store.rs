@@ -64,6 +64,8 @@ pub(crate) struct Store<C: Collection, S> {
     pub(super) version: u64,
     /// The last snapshot's encoding, shared by connections with the same view.
     pub(super) snapshot: parking_lot::Mutex<SnapshotCache>,
+    /// Its connections' live queries.
+    pub(crate) live: super::live::Live<C::Model>,
 }
 
 /// The encoding of a collection's last snapshot: valid while `version` is the collection's,
@@ -95,6 +97,7 @@ impl<C: Collection, S> Store<C, S> {
             // 1: an empty collection's snapshot is encoded once before it is cached.
             version: 1,
             snapshot: parking_lot::Mutex::default(),
+            live: super::live::Live::default(),
         }
     }
 

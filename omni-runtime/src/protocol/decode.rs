@@ -25,6 +25,12 @@ pub(crate) enum CollRequest {
         channel: String,
         on: bool,
     },
+    /// Start or replace the live query `qid` (`spec`: its `where`, `order`, `limit`), or end it
+    /// (`spec: None`).
+    Query {
+        qid: String,
+        spec: Option<Map<String, Value>>,
+    },
 }
 
 impl CollRequest {
@@ -34,7 +40,9 @@ impl CollRequest {
             CollRequest::Change { oid, .. }
             | CollRequest::Remove { oid }
             | CollRequest::Read { oid } => Some(*oid),
-            CollRequest::Add { .. } | CollRequest::Subscribe { .. } => None,
+            CollRequest::Add { .. }
+            | CollRequest::Subscribe { .. }
+            | CollRequest::Query { .. } => None,
         }
     }
 
@@ -46,6 +54,8 @@ impl CollRequest {
             CollRequest::Remove { .. } => "remove",
             CollRequest::Read { .. } => "read",
             CollRequest::Subscribe { .. } => "subscribe",
+            CollRequest::Query { spec: Some(_), .. } => "query",
+            CollRequest::Query { spec: None, .. } => "unquery",
         }
     }
 }
@@ -114,7 +124,7 @@ fn decode_object(obj: &mut Map<String, Value>, req: Option<u64>) -> Result<Clien
     let kind = string(obj, "t")?;
     let req = req.ok_or("missing field `id` (a non-negative integer the answer will carry)")?;
     match kind.as_str() {
-        "change" | "add" | "remove" | "read" | "sub" | "unsub" => {
+        "change" | "add" | "remove" | "read" | "sub" | "unsub" | "query" | "unquery" => {
             let coll = string(obj, "c")?;
             let request = match kind.as_str() {
                 "change" => CollRequest::Change {
@@ -131,6 +141,23 @@ fn decode_object(obj: &mut Map<String, Value>, req: Option<u64>) -> Result<Clien
                 "read" => CollRequest::Read {
                     oid: u64_field(obj, "oid")?,
                 },
+                "query" | "unquery" => {
+                    let qid = match take(obj, "q")? {
+                        Value::String(s) if !s.is_empty() && s.len() <= 128 => s,
+                        Value::Number(n) => n.to_string(),
+                        _ => return Err("field `q` must be a query id: a number, or a string of 1 to 128 bytes".into()),
+                    };
+                    let spec = (kind == "query").then(|| {
+                        let mut spec = Map::new();
+                        for key in ["where", "order", "limit"] {
+                            if let Some(v) = obj.remove(key) {
+                                spec.insert(key.to_owned(), v);
+                            }
+                        }
+                        spec
+                    });
+                    CollRequest::Query { qid, spec }
+                }
                 _ => CollRequest::Subscribe {
                     channel: string(obj, "ch")?,
                     on: kind == "sub",
@@ -149,7 +176,7 @@ fn decode_object(obj: &mut Map<String, Value>, req: Option<u64>) -> Result<Clien
             args: obj.remove("args").unwrap_or(Value::Null),
         }),
         other => Err(format!(
-            "unknown message type `{other}` (expected change, add, remove, read, sub, unsub or event)"
+            "unknown message type `{other}` (expected change, add, remove, read, sub, unsub, query, unquery or event)"
         )),
     }
 }

@@ -63,6 +63,43 @@ pub(crate) fn change<M: Model>(
     Bytes::from(out)
 }
 
+/// `{"t":"window","c":<coll>,"q":<qid>,"in":[..],"out":[..],"more":b}`, with `"all":true` when
+/// `in` is the whole window in order (then `out` is empty).
+pub(crate) fn window(
+    coll_json: &str,
+    qid: &str,
+    ins: &[u64],
+    outs: &[u64],
+    more: bool,
+    all: bool,
+) -> Bytes {
+    let mut out = Vec::with_capacity(64 + 8 * ins.len());
+    out.extend_from_slice(b"{\"t\":\"window\",\"c\":");
+    out.extend_from_slice(coll_json.as_bytes());
+    out.extend_from_slice(b",\"q\":");
+    push_str(&mut out, qid);
+    for (name, list) in [(&b",\"in\":["[..], ins), (&b",\"out\":["[..], outs)] {
+        out.extend_from_slice(name);
+        for (i, oid) in list.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_u64(&mut out, *oid);
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(if more {
+        b",\"more\":true"
+    } else {
+        b",\"more\":false"
+    });
+    if all {
+        out.extend_from_slice(b",\"all\":true");
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
 /// `{"t":"remove","c":<coll>,"oid":N}`
 pub(crate) fn remove(coll_json: &str, oid: u64) -> Bytes {
     let mut out = Vec::with_capacity(40);

@@ -160,6 +160,23 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
         self
     }
 
+    /// Makes collection `C` *queried*: a client holds none of its models until it runs a live
+    /// query (`Omni.collections.lines.query({ where: { room: "lobby" }, order: [["oid", "desc"]],
+    /// limit: 50 })`), and then only the models its queries show, as far as `can_read` allows.
+    /// For a collection too large to send whole (a chat's lines, a game's history). Without it,
+    /// queries on a collection are views of what the client holds anyway.
+    ///
+    /// # Panics
+    /// If `C` was not registered with [`Omni::collection`] before.
+    pub fn queried<C>(mut self) -> Self
+    where
+        C: CollectionPermissions<S>,
+        C::Model: Permissions<S>,
+    {
+        self.store_mut::<C>("queried").live.queried_only = true;
+        self
+    }
+
     /// Migrates the stored records of collection `C` when the server loads them: `f(oid, doc)`
     /// rewrites one record's JSON (as [`RedbStore`](crate::storage::RedbStore) stored it) before
     /// it is decoded into today's model, for changes serde's own attributes do not cover (a
@@ -424,6 +441,10 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
             None
         };
         self.state.keep_history(self.config.resume_history);
+        self.state.query_limits = crate::engine::queries::QueryLimits {
+            max_limit: self.config.max_query_limit,
+            max_queries: self.config.max_queries,
+        };
         let published = self.state.published();
         let assets = assets::Assets::build(&self.schema, self.config.development);
         let engine_waits = self.storage.custom();

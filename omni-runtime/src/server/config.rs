@@ -48,6 +48,11 @@ pub struct Config {
     /// Commits the server remembers (which model each touched) for resuming clients; a client
     /// that missed more gets a snapshot. About 24 bytes each. Default: 10,000.
     pub resume_history: usize,
+    /// The largest `limit` of a live query, and the limit of a query without one. Default:
+    /// 10,000.
+    pub max_query_limit: usize,
+    /// Live queries a connection may hold on one collection at a time. Default: 64.
+    pub max_queries: usize,
 }
 
 impl Default for Config {
@@ -66,6 +71,8 @@ impl Default for Config {
             metrics_path: None,
             resume_grace: std::time::Duration::from_secs(60),
             resume_history: 10_000,
+            max_query_limit: 10_000,
+            max_queries: 64,
         }
     }
 }

@@ -59,6 +59,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod queries;
+pub use queries::Window;
+
 /// One model as the client holds it: its attributes by wire name, without `oid`.
 pub type Attrs = Map<String, Value>;
 
@@ -112,6 +115,8 @@ pub struct Client {
     seq: u64,
     /// How many changes of its view that were not commits the server's frames said they reflect.
     view: u64,
+    /// Live queries by query id.
+    windows: HashMap<String, queries::Window>,
 }
 
 /// How [`Client::reconnect`] came back.
@@ -167,6 +172,7 @@ impl Client {
             epoch: 0,
             seq: 0,
             view: 0,
+            windows: HashMap::new(),
         };
         client.wait_for(|m| m["t"] == "snapshot").await?;
         Ok(client)
@@ -399,6 +405,8 @@ impl Client {
         let hello = self.wait_for(|m| m["t"] == "hello").await?;
         if hello["resumed"] != true {
             self.wait_for(|m| m["t"] == "snapshot").await?;
+            // A new connection has none of the old one's queries: run them again.
+            self.requery().await?;
             return Ok(Resumed::New);
         }
         let done = self.wait_for(|m| m["t"] == "resumed").await?;
@@ -523,6 +531,7 @@ impl Client {
                 let oid = msg["oid"].as_u64().unwrap_or_default();
                 self.collections.entry(coll).or_default().remove(&oid);
             }
+            Some("window") => self.apply_window(&msg)?,
             Some("emit") => self.emits.push((
                 msg["name"].as_str().unwrap_or_default().to_owned(),
                 msg["data"].clone(),
