@@ -19,9 +19,9 @@ mod hooks;
 mod ids;
 mod metrics;
 pub mod model;
-pub mod query;
 mod outbox;
 mod protocol;
+pub mod query;
 pub mod rules;
 pub mod server;
 mod static_files;
@@ -56,8 +56,8 @@ pub mod prelude {
     pub use crate::conn::{Conn, ConnId};
     pub use crate::error::{EventError, WorldError};
     pub use crate::model::{Access, Attribute, Model, Oid, Permissions};
-    pub use crate::query::{Dir, Query};
     pub use crate::observe::{Observation, Observed, Origin};
+    pub use crate::query::{Dir, Query};
     pub use crate::rules::{Action, Rules};
     pub use crate::server::{AuthError, Config, Handshake, Omni, Server};
     pub use crate::storage::{

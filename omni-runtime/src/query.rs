@@ -275,9 +275,7 @@ impl<M: Model> Query<M> {
     /// `Some(LineChange::Room("lobby"))`), for a `can_query` hook that requires one.
     pub fn equality(&self, attr: M::Attr) -> Option<M::Change> {
         let term = |f: &Filter<M::Attr>| match f {
-            Filter::Cmp(Field::Attr(a), Cmp::Eq, v) if *a == attr => {
-                M::decode_change(attr, v).ok()
-            }
+            Filter::Cmp(Field::Attr(a), Cmp::Eq, v) if *a == attr => M::decode_change(attr, v).ok(),
             _ => None,
         };
         match &self.filter {
@@ -366,7 +364,10 @@ impl<M: Model> Query<M> {
 
     /// Whether a model matches, given its fields' values as the asking connection sees them
     /// (`None`: absent, unreadable).
-    pub(crate) fn matches<'v>(&self, get: &mut impl FnMut(Field<M::Attr>) -> Option<&'v Value>) -> bool {
+    pub(crate) fn matches<'v>(
+        &self,
+        get: &mut impl FnMut(Field<M::Attr>) -> Option<&'v Value>,
+    ) -> bool {
         eval(&self.filter, get)
     }
 
@@ -379,7 +380,11 @@ impl<M: Model> Query<M> {
     }
 
     /// Compares two models by their keys, then by OID (in the last key's direction).
-    pub(crate) fn compare(&self, a: (&[Option<Value>], u64), b: (&[Option<Value>], u64)) -> Ordering {
+    pub(crate) fn compare(
+        &self,
+        a: (&[Option<Value>], u64),
+        b: (&[Option<Value>], u64),
+    ) -> Ordering {
         for (i, (_, dir)) in self.order.iter().enumerate() {
             let ord = cmp_opt(a.0[i].as_ref(), b.0[i].as_ref());
             if ord != Ordering::Equal {
@@ -565,7 +570,10 @@ fn parse_order<M: Model>(item: &Value) -> Result<(Field<M::Attr>, Dir), String> 
     }
 }
 
-fn eval<'v, A: Attribute>(f: &Filter<A>, get: &mut impl FnMut(Field<A>) -> Option<&'v Value>) -> bool {
+fn eval<'v, A: Attribute>(
+    f: &Filter<A>,
+    get: &mut impl FnMut(Field<A>) -> Option<&'v Value>,
+) -> bool {
     match f {
         Filter::All(t) => t.iter().all(|t| eval(t, get)),
         Filter::Any(t) => t.iter().any(|t| eval(t, get)),

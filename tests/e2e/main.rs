@@ -18,6 +18,7 @@ mod metrics;
 mod migrate;
 mod order;
 mod pipeline;
+mod queries;
 mod resume;
 mod storage;
 mod sync;

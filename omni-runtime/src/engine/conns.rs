@@ -231,7 +231,10 @@ impl<S: Send + Sync + 'static> Engine<S> {
 
 /// The `snapshot` message for a connection, recording what it now holds, and the `window`
 /// messages of its queries, to follow it.
-fn snapshot<S: Send + Sync + 'static>(st: &mut State<S>, id: ConnId) -> Option<(Bytes, Vec<Bytes>)> {
+fn snapshot<S: Send + Sync + 'static>(
+    st: &mut State<S>,
+    id: ConnId,
+) -> Option<(Bytes, Vec<Bytes>)> {
     let State {
         colls, conns, log, ..
     } = st;

@@ -74,9 +74,9 @@ impl<M: Model> LiveQuery<M> {
             return was.is_some() && full;
         };
         let query = &self.query;
-        let pos = self
-            .window
-            .partition_point(|s| query.compare((&s.key, s.oid), (&slot.key, slot.oid)) == Ordering::Less);
+        let pos = self.window.partition_point(|s| {
+            query.compare((&s.key, s.oid), (&slot.key, slot.oid)) == Ordering::Less
+        });
         if full && pos >= self.window.len() {
             // After the last model it knows: beyond the window, unless it left a gap.
             return was.is_some();
@@ -196,7 +196,10 @@ impl<M: Model> Live<M> {
         match &q.index {
             Some((attr, values)) => {
                 for v in values {
-                    self.by_term.entry((*attr, v.clone())).or_default().push(key);
+                    self.by_term
+                        .entry((*attr, v.clone()))
+                        .or_default()
+                        .push(key);
                 }
                 let rows = self.rows.entry(*attr).or_default();
                 if rows.users == 0 {

@@ -189,9 +189,9 @@ where
             }
             match (delta, model) {
                 (Delta::Remove, _) | (_, None) => out.last.push(wire::remove(&self.name_json, x)),
-                (_, Some(m)) if is_commit => out.first.push(
-                    cache.get(delta, || fanout::encode(&self.name_json, x, m, delta)),
-                ),
+                (_, Some(m)) if is_commit => out
+                    .first
+                    .push(cache.get(delta, || fanout::encode(&self.name_json, x, m, delta))),
                 (_, Some(m)) => out.first.push(fanout::encode(&self.name_json, x, m, delta)),
             }
         }
@@ -347,7 +347,14 @@ where
         if live.queried_only {
             let mut cache = ViewCache::default();
             self.settle_held(
-                &live, conn_id, conn, &mut touched, None, None, &mut cache, &mut out,
+                &live,
+                conn_id,
+                conn,
+                &mut touched,
+                None,
+                None,
+                &mut cache,
+                &mut out,
             );
         }
         out.push_to(conn);
@@ -407,13 +414,23 @@ where
         let mut out = Vec::new();
         for key in live.of_conn(conn_id).to_vec() {
             let window = self.evaluate(&live.rows, &live.queries[&key], conn, conn_id);
-            let q = live.queries.get_mut(&key).expect("a query of the connection");
+            let q = live
+                .queries
+                .get_mut(&key)
+                .expect("a query of the connection");
             let before: Vec<u64> = q.visible().collect();
             let had_more = q.more();
             q.window = window;
             let after: Vec<u64> = q.visible().collect();
             if all || before != after || had_more != q.more() {
-                out.push(wire::window(&self.name_json, &q.qid, &after, &[], q.more(), true));
+                out.push(wire::window(
+                    &self.name_json,
+                    &q.qid,
+                    &after,
+                    &[],
+                    q.more(),
+                    true,
+                ));
             }
         }
         self.live = live;
@@ -441,7 +458,14 @@ where
         };
         let mut cache = ViewCache::default();
         self.settle_held(
-            &live, conn_id, conn, &mut touched, None, None, &mut cache, &mut out,
+            &live,
+            conn_id,
+            conn,
+            &mut touched,
+            None,
+            None,
+            &mut cache,
+            &mut out,
         );
         let sent = !(out.first.is_empty() && out.windows.is_empty() && out.last.is_empty());
         out.push_to(conn);

@@ -40,9 +40,9 @@ impl CollRequest {
             CollRequest::Change { oid, .. }
             | CollRequest::Remove { oid }
             | CollRequest::Read { oid } => Some(*oid),
-            CollRequest::Add { .. }
-            | CollRequest::Subscribe { .. }
-            | CollRequest::Query { .. } => None,
+            CollRequest::Add { .. } | CollRequest::Subscribe { .. } | CollRequest::Query { .. } => {
+                None
+            }
         }
     }
 
@@ -145,7 +145,10 @@ fn decode_object(obj: &mut Map<String, Value>, req: Option<u64>) -> Result<Clien
                     let qid = match take(obj, "q")? {
                         Value::String(s) if !s.is_empty() && s.len() <= 128 => s,
                         Value::Number(n) => n.to_string(),
-                        _ => return Err("field `q` must be a query id: a number, or a string of 1 to 128 bytes".into()),
+                        _ => return Err(
+                            "field `q` must be a query id: a number, or a string of 1 to 128 bytes"
+                                .into(),
+                        ),
                     };
                     let spec = (kind == "query").then(|| {
                         let mut spec = Map::new();
