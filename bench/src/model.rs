@@ -59,3 +59,39 @@ impl Permissions<()> for Record {
 pub struct Records;
 
 impl CollectionPermissions<()> for Records {}
+
+/// A chat line of the 'rooms' scenario (`omni-rooms-bench`): everyone may read and post.
+#[derive(Model, Clone, Default, Debug)]
+pub struct Line {
+    /// The room, `r<index>`.
+    pub room: String,
+    /// The text.
+    pub text: String,
+    /// When the writer sent it: nanoseconds since the load generator's epoch.
+    pub ts: i64,
+}
+
+impl Permissions<()> for Line {}
+
+/// The lines of every room.
+#[collection(model = Line)]
+pub struct Lines;
+
+/// Anyone may post; a query must name a room and ask for at most 1,000 lines.
+impl CollectionPermissions<()> for Lines {
+    fn can_create(&self, _ctx: &Ctx<'_, ()>, _model: &Line) -> bool {
+        true
+    }
+    fn can_query(&self, _ctx: &Ctx<'_, ()>, query: &Query<Line>) -> bool {
+        query.equality(LineAttr::Room).is_some() && query.max_models().is_some_and(|n| n <= 1000)
+    }
+}
+
+/// How the clients of the 'rooms' scenario hold a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoomsMode {
+    /// A live query: the room's last `limit` lines (`Omni::queried`).
+    Query,
+    /// A channel subscription: every line of the room (`Omni::channels`).
+    Channels,
+}

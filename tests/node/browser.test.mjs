@@ -15,7 +15,7 @@ import { after, before, describe, test } from "node:test";
 
 import { chromium } from "playwright-core";
 
-import { repoRoot, startExample, startProxy } from "./helpers.mjs";
+import { repoRoot, startExample, startProxy, until } from "./helpers.mjs";
 
 const CHROMIUM = process.env.OMNI_CHROMIUM || "/usr/bin/chromium";
 const CI = process.env.CI === "true";
@@ -361,6 +361,38 @@ describe("chat (examples/chat)", { skip }, () => {
       assert.deepEqual(u.errors, [], `${u.label} threw no uncaught error`);
     }
   });
+  test("a room's page shows its last 50 lines and pages back with \"load older\"", async () => {
+    const eve = await openPage(server.http + "/", "eve's chat");
+    const fay = await openPage(server.http + "/", "fay's chat");
+    users.push(eve, fay);
+    for (const u of [eve, fay]) await see(u, "#status", "connected");
+    await join(eve, "eve", "library");
+    // 55 lines, posted through the page's own client.
+    await eve.page.evaluate(async () => {
+      const { default: Omni } = await import("/omni.js");
+      for (let i = 0; i < 55; i++) await Omni.collections.messages.create({ text: `book ${i}` });
+    });
+    await see(eve, "#log li", /^evebook 54$/);
+    await join(fay, "fay", "library");
+    await see(fay, "#log li", /^evebook 54$/);
+    const lines = () => fay.page.locator("#log li").allInnerTexts();
+    await until(async () => (await lines()).length === 50, "fay's page shows 50 lines");
+    assert.equal((await lines())[0], "evebook 5", "the oldest of the last 50 on top");
+    assert.equal(await fay.page.locator("#older").isVisible(), true);
+    await fay.page.click("#older");
+    await until(async () => (await lines()).length === 55, "the older page arrives");
+    assert.equal((await lines())[0], "evebook 0");
+    await until(async () => !(await fay.page.locator("#older").isVisible()), "no older lines left");
+    // The page's client holds what it shows, not the lobby it left.
+    const held = await fay.page.evaluate(async () => {
+      const { default: Omni } = await import("/omni.js");
+      return Omni.collections.messages.length;
+    });
+    assert.equal(held, 55);
+    await screenshot(fay, "chat-load-older");
+    for (const u of [eve, fay]) assert.deepEqual(u.errors, [], `${u.label} threw no uncaught error`);
+  });
+
   test("a chat page keeps its room through a 2 s drop; a line typed offline is posted on resume", async () => {
     const cy = await openBehindProxy(server, "cy's chat");
     const di = await openPage(server.http + "/", "di's chat");

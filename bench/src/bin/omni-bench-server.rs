@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use omni_bench::model::{Player, Players, Record, Records};
+use omni_bench::model::{Line, Lines, Player, Players, Record, Records, RoomsMode};
 use omni_runtime::storage::{Next, StoreRequest};
 use omni_runtime::{Config, Omni};
 
@@ -61,6 +61,16 @@ struct Args {
     /// The cluster's bucket.
     #[arg(long, default_value = "bench")]
     bucket: String,
+    /// The 'rooms' scenario (`omni-rooms-bench`): seed this many chat lines, spread over
+    /// `--rooms` rooms, in a collection the clients hold by `--rooms-mode`.
+    #[arg(long, default_value_t = 0)]
+    lines: usize,
+    /// Rooms of the 'rooms' scenario.
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
+    /// How clients hold a room: a live query or a channel.
+    #[arg(long, value_enum, default_value = "query")]
+    rooms_mode: RoomsMode,
     /// Keep running when standard input closes.
     #[arg(long)]
     ignore_stdin: bool,
@@ -105,6 +115,19 @@ async fn run(args: Args) -> std::io::Result<()> {
     let mut app = Omni::<()>::new()
         .config(config)
         .collection(Players::with(players));
+    if args.lines > 0 {
+        let rooms = args.rooms.max(1);
+        let lines = (0..args.lines).map(|i| Line {
+            room: format!("r{}", i % rooms),
+            text: format!("line {i}"),
+            ts: 0,
+        });
+        app = app.collection(Lines::with(lines));
+        app = match args.rooms_mode {
+            RoomsMode::Query => app.queried::<Lines>(),
+            RoomsMode::Channels => app.channels::<Lines>(|l| &l.room),
+        };
+    }
     if let Some(ms) = args.slow_backend_ms {
         let records = (0..args.slow_writers).map(|_| Record::default());
         app = app.collection(Records::with(records)).middleware(
