@@ -51,14 +51,28 @@ impl<M: Model> LiveQuery<M> {
     }
 
     /// Places model `oid` as it is now (`probe`, seen with `mask`; `None`: gone or invisible)
-    /// in the window. Whether the window must be evaluated again: it lost a model while models
-    /// beyond it may exist.
-    pub(super) fn place(&mut self, oid: u64, probe: Option<&Probe>, mask: Option<AttrSet>) -> bool {
+    /// in the window, and records in `moves` which models entered and left the part it shows.
+    /// `false` if the window must be evaluated again instead (`moves` is then incomplete): it
+    /// lost a model while models beyond it may exist.
+    pub(super) fn place(
+        &mut self,
+        oid: u64,
+        probe: Option<&Probe>,
+        mask: Option<AttrSet>,
+        moves: &mut Moves,
+    ) -> bool {
         let cap = self.limit.saturating_add(1);
         let full = self.window.len() >= cap;
         let was = self.window.iter().position(|s| s.oid == oid);
         if let Some(i) = was {
             self.window.remove(i);
+            if i < self.limit {
+                // It leaves the part shown, and the first model beyond moves up into it.
+                moves.leave(oid);
+                if let Some(s) = self.window.get(self.limit - 1) {
+                    moves.enter(s.oid);
+                }
+            }
         }
         let slot = match (probe, mask) {
             (Some(p), Some(mask)) => {
@@ -71,7 +85,7 @@ impl<M: Model> LiveQuery<M> {
             _ => None,
         };
         let Some(slot) = slot else {
-            return was.is_some() && full;
+            return !(was.is_some() && full);
         };
         let query = &self.query;
         let pos = self.window.partition_point(|s| {
@@ -79,13 +93,50 @@ impl<M: Model> LiveQuery<M> {
         });
         if full && pos >= self.window.len() {
             // After the last model it knows: beyond the window, unless it left a gap.
-            return was.is_some();
+            return was.is_none();
         }
         self.window.insert(pos, slot);
+        if pos < self.limit {
+            // It enters the part shown, and pushes the last one shown beyond.
+            moves.enter(oid);
+            if let Some(s) = self.window.get(self.limit) {
+                moves.leave(s.oid);
+            }
+        }
         if self.window.len() > cap {
             self.window.pop();
         }
-        false
+        true
+    }
+}
+
+/// The models that entered and left the part of one window it shows, net of each other.
+#[derive(Default)]
+pub(super) struct Moves {
+    pub(super) ins: Vec<u64>,
+    pub(super) outs: Vec<u64>,
+}
+
+impl Moves {
+    pub(super) fn clear(&mut self) {
+        self.ins.clear();
+        self.outs.clear();
+    }
+    fn enter(&mut self, oid: u64) {
+        match self.outs.iter().position(|o| *o == oid) {
+            Some(i) => {
+                self.outs.swap_remove(i);
+            }
+            None => self.ins.push(oid),
+        }
+    }
+    fn leave(&mut self, oid: u64) {
+        match self.ins.iter().position(|o| *o == oid) {
+            Some(i) => {
+                self.ins.swap_remove(i);
+            }
+            None => self.outs.push(oid),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use crate::query::{Dir, Query};
 
 use super::commit::Refusal;
 use super::fanout;
-use super::live::{Live, LiveQuery, Probe, Rows, Slot};
+use super::live::{Live, LiveQuery, Moves, Probe, Rows, Slot};
 use super::state::{ConnState, Conns};
 use super::store::Store;
 use super::view::{Delta, ViewCache, diff};
@@ -223,6 +223,8 @@ where
         groups.sort_unstable();
         let mut cache = ViewCache::default();
         let mut answered = false;
+        let mut moves = Moves::default();
+        let mut touched = Vec::new();
         for group in groups.chunk_by(|a, b| a.0 == b.0) {
             let conn_id = group[0].0;
             let Some(conn) = conns.get_mut(&conn_id) else {
@@ -233,28 +235,42 @@ where
             }
             let mask = model.and_then(|m| self.view(m, conn, conn_id, oid));
             let mut out = Out::default();
-            let mut touched = vec![oid];
+            touched.clear();
+            touched.push(oid);
             for &(_, key) in group {
                 let Some(q) = live.queries.get_mut(&key) else {
                     continue;
                 };
-                let before: Vec<u64> = q.visible().collect();
                 let had_more = q.more();
-                if q.place(oid, probe.as_ref(), mask) {
+                moves.clear();
+                // Only a full window that holds the model may need to be evaluated again: then
+                // what it shows now is kept to compare.
+                let before: Vec<u64> = if had_more && q.window.iter().any(|s| s.oid == oid) {
+                    q.visible().collect()
+                } else {
+                    Vec::new()
+                };
+                let placed = q.place(oid, probe.as_ref(), mask, &mut moves);
+                let (ins, outs) = if placed {
+                    (&moves.ins, &moves.outs)
+                } else {
+                    // Evaluated again: the difference of the whole part shown.
                     q.window = self.evaluate(&live.rows, q, conn, conn_id);
-                }
-                let after: Vec<u64> = q.visible().collect();
-                let (ins, outs) = (minus(&after, &before), minus(&before, &after));
+                    let after: Vec<u64> = q.visible().collect();
+                    moves.ins = minus(&after, &before);
+                    moves.outs = minus(&before, &after);
+                    (&moves.ins, &moves.outs)
+                };
                 if ins.is_empty() && outs.is_empty() && had_more == q.more() {
                     continue;
                 }
-                touched.extend(&ins);
-                touched.extend(&outs);
+                touched.extend(ins);
+                touched.extend(outs);
                 out.windows.push(wire::window(
                     &self.name_json,
                     &q.qid,
-                    &ins,
-                    &outs,
+                    ins,
+                    outs,
                     q.more(),
                     false,
                 ));

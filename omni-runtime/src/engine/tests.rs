@@ -475,3 +475,100 @@ mod cluster {
         assert_eq!(sent(&outbox), [5, 6]);
     }
 }
+
+/// A window kept by `LiveQuery::place` through thousands of random inserts, changes and removals
+/// is always what evaluating the query from scratch gives, and the moves it reports are exactly
+/// the models that entered and left the part shown.
+#[test]
+fn a_window_kept_by_place_equals_a_full_evaluation() {
+    use super::live::{LiveQuery, Moves, Probe, Slot};
+    use crate::query::{Dir, Query};
+    use std::collections::BTreeMap;
+
+    let all = AttrSet::first(2);
+    let query = Query::<Counter>::new()
+        .ge(CounterChange::Value(10))
+        .order_by(CounterAttr::Secret, Dir::Desc)
+        .limit(5);
+    let slot = |oid: u64, m: &Counter| {
+        let p = Probe::of(m, oid, all);
+        let mut get = |f| p.get(f, all);
+        query.matches(&mut get).then(|| Slot {
+            key: query.key(&mut get),
+            oid,
+        })
+    };
+    let full = |models: &BTreeMap<u64, Counter>| -> Vec<Slot> {
+        let mut v: Vec<Slot> = models.iter().filter_map(|(o, m)| slot(*o, m)).collect();
+        v.sort_by(|a, b| query.compare((&a.key, a.oid), (&b.key, b.oid)));
+        v.truncate(6);
+        v
+    };
+    let oids = |w: &[Slot]| w.iter().map(|s| s.oid).collect::<Vec<u64>>();
+    let mut models: BTreeMap<u64, Counter> = BTreeMap::new();
+    let mut q = LiveQuery {
+        conn: ConnId::from_raw(1),
+        qid: "q".into(),
+        query: query.clone(),
+        index: None,
+        limit: 5,
+        window: Vec::new(),
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let (mut refills, mut moved) = (0, 0);
+    for _ in 0..20_000 {
+        let oid = 1 + rand(30);
+        if rand(8) == 0 {
+            models.remove(&oid);
+        } else {
+            models.insert(
+                oid,
+                Counter {
+                    value: rand(20) as i64,
+                    secret: rand(6) as i64,
+                },
+            );
+        }
+        let before: Vec<u64> = q.visible().collect();
+        let probe = models.get(&oid).map(|m| Probe::of(m, oid, all));
+        let mut moves = Moves::default();
+        if q.place(oid, probe.as_ref(), probe.as_ref().map(|_| all), &mut moves) {
+            assert_eq!(
+                oids(&q.window),
+                oids(&full(&models)),
+                "the window after placing {oid}"
+            );
+            let after: Vec<u64> = q.visible().collect();
+            let mut ins: Vec<u64> = after
+                .iter()
+                .filter(|o| !before.contains(o))
+                .copied()
+                .collect();
+            let mut outs: Vec<u64> = before
+                .iter()
+                .filter(|o| !after.contains(o))
+                .copied()
+                .collect();
+            let (mut got_in, mut got_out) = (moves.ins.clone(), moves.outs.clone());
+            for v in [&mut ins, &mut outs, &mut got_in, &mut got_out] {
+                v.sort_unstable();
+            }
+            assert_eq!((got_in, got_out), (ins, outs), "the moves of placing {oid}");
+            moved += usize::from(!moves.ins.is_empty() || !moves.outs.is_empty());
+        } else {
+            refills += 1;
+            q.window = full(&models);
+        }
+    }
+    // Both paths ran many times.
+    assert!(
+        refills > 100 && moved > 1_000,
+        "{refills} refills, {moved} moves"
+    );
+}
