@@ -3,6 +3,7 @@
 
 mod apps;
 mod auth;
+mod chat;
 mod cluster;
 mod collections;
 mod connections;
