@@ -21,13 +21,18 @@ async fn a_room_keeps_its_last_lines_and_a_page_holds_what_it_asked_for() {
     let srv = TestServer::start(example_chat::app("unused")).await;
     let messages = srv.server.world().collection::<Messages>();
     let mut c = srv.client().await;
-    assert!(c.models::<Messages>().unwrap().is_empty(), "a queried collection");
+    assert!(
+        c.models::<Messages>().unwrap().is_empty(),
+        "a queried collection"
+    );
     let room: String = c
         .trigger("join", &json!({"name": "ann", "room": "attic"}))
         .await
         .unwrap();
     assert_eq!(room, "attic");
-    c.query::<Messages>("last", &last("attic", 50)).await.unwrap();
+    c.query::<Messages>("last", &last("attic", 50))
+        .await
+        .unwrap();
     assert!(c.results::<Messages>("last").unwrap().is_empty());
 
     // More lines than the server keeps: the oldest go, as the example says.
@@ -40,10 +45,20 @@ async fn a_room_keeps_its_last_lines_and_a_page_holds_what_it_asked_for() {
         };
         messages.insert(line).await.unwrap();
     }
-    let kept = || messages.all().into_iter().filter(|(_, m)| m.room == "attic").count();
+    let kept = || {
+        messages
+            .all()
+            .into_iter()
+            .filter(|(_, m)| m.room == "attic")
+            .count()
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while kept() != KEPT_PER_ROOM {
-        assert!(tokio::time::Instant::now() < deadline, "{} lines kept", kept());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} lines kept",
+            kept()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let oldest = messages
