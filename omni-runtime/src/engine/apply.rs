@@ -290,8 +290,22 @@ where
         } else {
             for (&oid, model) in &self.models {
                 if let Some(mask) = self.view(model, conn, conn_id, oid) {
-                    conn.held[self.idx].insert(oid, mask);
                     shown.push((oid, model, mask));
+                }
+            }
+            // Every model with the same attributes: held as that, not one by one.
+            let held = &mut conn.held[self.idx];
+            match shown.first() {
+                Some((_, _, mask))
+                    if shown.len() == self.models.len()
+                        && shown.iter().all(|(_, _, m)| m == mask) =>
+                {
+                    held.hold_all(*mask);
+                }
+                _ => {
+                    for (oid, _, mask) in &shown {
+                        held.insert(*oid, *mask);
+                    }
                 }
             }
         }
@@ -328,7 +342,7 @@ where
     fn sync_conn(&mut self, conn_id: ConnId, conn: &mut ConnState<S>) -> bool {
         if self.live.queried_only {
             // What it holds follows its queries: evaluate them again, then settle what changed.
-            let before: Vec<u64> = conn.held[self.idx].keys().copied().collect();
+            let before: Vec<u64> = conn.held[self.idx].listed().collect();
             let windows = self.refresh_queries(conn_id, conn, false);
             let changed = self.settle_queried(conn_id, conn, before, windows);
             return changed;
@@ -341,7 +355,7 @@ where
         let mut changed = !windows.is_empty();
         for (&oid, model) in &self.models {
             let now = self.view(model, conn, conn_id, oid);
-            let held = conn.held[self.idx].get(&oid).copied();
+            let held = conn.held[self.idx].get(oid);
             let delta = super::view::diff(held, now, AttrSet::EMPTY);
             changed |= delta != super::view::Delta::None;
             super::fanout::send(&self.name_json, conn, self.idx, held, oid, model, delta);
@@ -372,7 +386,7 @@ where
     }
 
     fn resend(&self, conn_id: ConnId, conn: &mut ConnState<S>, oid: u64) {
-        if self.live.queried_only && !conn.held[self.idx].contains_key(&oid) {
+        if self.live.queried_only && !conn.held[self.idx].contains(oid) {
             // It holds only what its queries show (a connection with queries resumes with a
             // snapshot), and it did not hold this.
             return;
@@ -387,7 +401,12 @@ where
                 wire::add(&self.name_json, oid, model, mask)
             }
             None => {
-                conn.held[self.idx].remove(&oid);
+                let held = &mut conn.held[self.idx];
+                if self.models.contains_key(&oid) {
+                    held.remove(oid);
+                } else {
+                    held.forget(oid);
+                }
                 wire::remove(&self.name_json, oid)
             }
         };

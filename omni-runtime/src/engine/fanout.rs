@@ -46,7 +46,7 @@ pub(super) fn record(held: &mut Held, had: Option<AttrSet>, oid: u64, delta: Del
             held.insert(oid, mask);
         }
         Delta::Remove => {
-            held.remove(&oid);
+            held.remove(oid);
         }
         Delta::Change { set, unset } => {
             // What it holds now is what it may see: had + set - unset.
@@ -84,7 +84,7 @@ where
     for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
         let now = store.view(model, conn, *id, oid);
         let held = &mut conn.held[store.idx];
-        let had = held.get(&oid).copied();
+        let had = held.get(oid);
         let delta = diff(had, now, changed);
         if record(held, had, oid, delta) {
             kinds[kind(delta)] += 1;
@@ -138,8 +138,13 @@ pub(super) fn added<C, S>(
     let mut out: Vec<(&Outbox, Bytes)> = Vec::with_capacity(conns.len());
     for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
         let now = store.view(model, conn, *id, oid);
-        if let Some(mask) = now {
-            conn.held[store.idx].insert(oid, mask);
+        match now {
+            Some(mask) => conn.held[store.idx].insert(oid, mask),
+            // The collection has it now: a connection holding the whole collection records that
+            // it does not hold this one.
+            None => {
+                conn.held[store.idx].remove(oid);
+            }
         }
         match creator {
             Some((creator, req, tmp)) if creator == *id => {
@@ -177,7 +182,7 @@ pub(super) fn removed<C: crate::collection::Collection, S>(
     let msg = wire::remove(name_json, oid);
     let holders: Vec<&Outbox> = conns
         .values_mut()
-        .filter_map(|conn| conn.held[idx].remove(&oid).map(|_| &*conn.outbox))
+        .filter_map(|conn| conn.held[idx].forget(oid).map(|_| &*conn.outbox))
         .collect();
     store.delivered.remove.inc_by(holders.len() as u64);
     for outbox in holders {

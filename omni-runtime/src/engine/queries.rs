@@ -174,7 +174,7 @@ where
                 ),
             };
             let held = &mut conn.held[self.idx];
-            let had = held.get(&x).copied();
+            let had = held.get(x);
             let delta = diff(had, now, changed);
             let is_commit = commit.is_some_and(|(oid, _, _)| oid == x);
             if let (true, Some((req, tmp))) = (is_commit, creator) {

@@ -37,10 +37,116 @@ impl<S> ConnState<S> {
 
 pub(crate) type Conns<S> = HashMap<ConnId, ConnState<S>>;
 
-/// What a client holds of one collection: OID -> readable attributes. Looked up for every
-/// connection on every change, so keyed with a multiplicative hash of the OID instead of SipHash
-/// (OIDs are server-assigned, not attacker-chosen).
-pub(crate) type Held = HashMap<u64, AttrSet, std::hash::BuildHasherDefault<OidHasher>>;
+/// A map keyed by OID with a multiplicative hash instead of SipHash (OIDs are server-assigned,
+/// not attacker-chosen).
+type OidMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<OidHasher>>;
+
+/// What a client holds of one collection: which models, and which of their attributes. Looked
+/// up for every connection on every change.
+///
+/// Compact where it can be: a connection that holds *every* model of the collection with the
+/// same attributes (a collection everyone reads whole, the common case) keeps only that set of
+/// attributes, plus the exceptions, instead of an entry per model (about 35 KB per connection
+/// for 1,000 models). "Every model" means every model the collection has now, so a model added
+/// to the collection is held at once: the fan-out of an insert records the exception when the
+/// connection may not see it ([`Held::remove`]), and the removal of a model from the collection
+/// forgets it ([`Held::forget`]).
+#[derive(Default, Clone)]
+pub(crate) struct Held {
+    /// `Some(mask)`: every model of the collection is held with `mask`, except those in `masks`
+    /// (held with other attributes) and in `missing` (not held).
+    all: Option<AttrSet>,
+    /// Without `all`: every model held, with its attributes. With `all`: the exceptions.
+    masks: OidMap<AttrSet>,
+    /// With `all`: the models of the collection not held.
+    missing: OidMap<()>,
+}
+
+impl Held {
+    /// The attributes held of model `oid` (which the collection has), if it is held.
+    #[inline]
+    pub(crate) fn get(&self, oid: u64) -> Option<AttrSet> {
+        match self.all {
+            None => self.masks.get(&oid).copied(),
+            Some(all) => {
+                if !self.missing.is_empty() && self.missing.contains_key(&oid) {
+                    return None;
+                }
+                if self.masks.is_empty() {
+                    return Some(all);
+                }
+                Some(self.masks.get(&oid).copied().unwrap_or(all))
+            }
+        }
+    }
+
+    /// Whether model `oid` is held.
+    pub(crate) fn contains(&self, oid: u64) -> bool {
+        self.get(oid).is_some()
+    }
+
+    /// Model `oid` is now held with the attributes `mask`.
+    pub(crate) fn insert(&mut self, oid: u64, mask: AttrSet) {
+        match self.all {
+            None => {
+                self.masks.insert(oid, mask);
+            }
+            Some(all) => {
+                if !self.missing.is_empty() {
+                    self.missing.remove(&oid);
+                }
+                if mask == all {
+                    if !self.masks.is_empty() {
+                        self.masks.remove(&oid);
+                    }
+                } else {
+                    self.masks.insert(oid, mask);
+                }
+            }
+        }
+    }
+
+    /// Model `oid`, which the collection still has, is no longer held; what was held of it.
+    pub(crate) fn remove(&mut self, oid: u64) -> Option<AttrSet> {
+        let had = self.get(oid);
+        self.masks.remove(&oid);
+        if self.all.is_some() && had.is_some() {
+            self.missing.insert(oid, ());
+        }
+        had
+    }
+
+    /// Model `oid` left the collection; what was held of it.
+    pub(crate) fn forget(&mut self, oid: u64) -> Option<AttrSet> {
+        let had = self.get(oid);
+        self.masks.remove(&oid);
+        self.missing.remove(&oid);
+        had
+    }
+
+    /// Holds nothing (and gives the memory back).
+    pub(crate) fn clear(&mut self) {
+        *self = Held::default();
+    }
+
+    /// Holds every model the collection has, with the attributes `mask`.
+    pub(crate) fn hold_all(&mut self, mask: AttrSet) {
+        *self = Held {
+            all: Some(mask),
+            ..Held::default()
+        };
+    }
+
+    /// The models held, when they are listed one by one (not for a connection that holds the
+    /// whole collection: that needs the collection's models).
+    pub(crate) fn listed(&self) -> impl Iterator<Item = u64> + '_ {
+        debug_assert!(
+            self.all.is_none(),
+            "a connection holding every model lists none"
+        );
+        self.masks.keys().copied()
+    }
+}
 
 /// Fibonacci hashing of a `u64` OID.
 #[derive(Default)]
@@ -331,5 +437,41 @@ impl<S: Send + Sync + 'static> State<S> {
             self.colls[i].load(backend, &mut self.oids)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_whole_keeps_only_the_exceptions() {
+        let (a, b) = (AttrSet::from_bits(0b11), AttrSet::from_bits(0b01));
+        let mut held = Held::default();
+        held.insert(1, a);
+        assert_eq!((held.get(1), held.get(2)), (Some(a), None));
+        assert_eq!(held.listed().collect::<Vec<_>>(), [1]);
+
+        held.hold_all(a);
+        assert_eq!((held.get(1), held.get(99)), (Some(a), Some(a)));
+        // Another mask, then not held, then held again as the whole: exceptions come and go.
+        held.insert(5, b);
+        assert_eq!(held.get(5), Some(b));
+        assert_eq!(held.remove(6), Some(a));
+        assert_eq!(held.get(6), None);
+        assert!(!held.contains(6));
+        held.insert(6, a);
+        assert_eq!(held.get(6), Some(a));
+        held.insert(5, a);
+        assert!(held.masks.is_empty() && held.missing.is_empty());
+        // A model that left the collection leaves no exception behind.
+        held.remove(7);
+        assert_eq!(held.forget(7), None);
+        held.insert(8, b);
+        assert_eq!(held.forget(8), Some(b));
+        assert_eq!(held.forget(9), Some(a));
+        assert!(held.masks.is_empty() && held.missing.is_empty());
+        held.clear();
+        assert_eq!(held.get(1), None);
     }
 }
