@@ -42,11 +42,16 @@ pub(super) fn text(bytes: &Bytes) -> Message {
     }
 }
 
-/// Messages longer than this go out in fragments of this size (RFC 6455 continuation frames,
-/// which every client reassembles). The socket's write buffer grows to the largest frame it
-/// writes and keeps that capacity for the connection's life: one snapshot of 1,000 models
-/// would otherwise keep about 60 KB per connection.
+/// Messages longer than this go out in fragments (RFC 6455 continuation frames, which every
+/// client reassembles). The socket's write buffer grows to the largest frame it writes and
+/// keeps that capacity for the connection's life: one snapshot of 1,000 models would otherwise
+/// keep about 60 KB per connection.
 const FRAGMENT: usize = 16 * 1024;
+
+/// The size of those fragments. Smaller than [`FRAGMENT`], so that a long message (a snapshot,
+/// usually sent once) leaves a small buffer behind, while the frames of ordinary deliveries up
+/// to `FRAGMENT` still go out whole, in one write each.
+const FRAGMENT_SIZE: usize = 4 * 1024;
 
 /// Sends one message, in fragments if it is long (see [`FRAGMENT`]).
 async fn send_message(tx: &mut Tx, bytes: &Bytes) -> bool {
@@ -55,7 +60,7 @@ async fn send_message(tx: &mut Tx, bytes: &Bytes) -> bool {
     }
     let mut start = 0;
     while start < bytes.len() {
-        let end = (start + FRAGMENT).min(bytes.len());
+        let end = (start + FRAGMENT_SIZE).min(bytes.len());
         let opcode = if start == 0 {
             Data::Text
         } else {
