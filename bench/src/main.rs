@@ -110,6 +110,9 @@ struct Args {
     /// `Server::serve` sets it too, this only matters for older servers: see docs/BENCHMARKS.md).
     #[arg(long)]
     nodelay: bool,
+    /// The server's `Config::coalesce` in milliseconds (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    coalesce_ms: f64,
     /// The server's `Config::socket_read_buffer` in bytes (default: the runtime's default).
     #[arg(long)]
     read_buffer: Option<usize>,

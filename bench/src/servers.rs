@@ -99,6 +99,9 @@ pub(crate) async fn start_node(
     if args.nodelay {
         cmd.arg("--nodelay");
     }
+    if args.coalesce_ms > 0.0 {
+        cmd.arg("--coalesce-ms").arg(args.coalesce_ms.to_string());
+    }
     if let Some(n) = args.read_buffer {
         cmd.arg("--read-buffer").arg(n.to_string());
     }

@@ -5,6 +5,7 @@ mod apps;
 mod auth;
 mod chat;
 mod cluster;
+mod coalesce;
 mod collections;
 mod connections;
 mod durable;

@@ -71,6 +71,10 @@ struct Args {
     /// How clients hold a room: a live query or a channel.
     #[arg(long, value_enum, default_value = "query")]
     rooms_mode: RoomsMode,
+    /// `Config::coalesce` in milliseconds: a connection's messages gathered into one frame per
+    /// window (0: off, the default).
+    #[arg(long, default_value_t = 0.0)]
+    coalesce_ms: f64,
     /// Keep running when standard input closes.
     #[arg(long)]
     ignore_stdin: bool,
@@ -110,6 +114,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         socket_read_buffer: args
             .read_buffer
             .unwrap_or(Config::default().socket_read_buffer),
+        coalesce: std::time::Duration::from_secs_f64(args.coalesce_ms.max(0.0) / 1000.0),
         ..Config::default()
     };
     let mut app = Omni::<()>::new()

@@ -468,6 +468,7 @@ impl<S: Default + Send + Sync + 'static> Omni<S> {
                 per_ip: Arc::default(),
                 resumable: Default::default(),
                 published,
+                started: std::time::Instant::now(),
             }),
         })
     }

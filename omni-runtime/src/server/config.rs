@@ -53,6 +53,12 @@ pub struct Config {
     pub max_query_limit: usize,
     /// Live queries a connection may hold on one collection at a time. Default: 64.
     pub max_queries: usize,
+    /// A window in which the messages for one connection are gathered into one frame: a
+    /// connection's sender, woken by a change, waits for the next multiple of this duration
+    /// (on one clock for all connections) before it writes. Fewer frames, writes and wake-ups
+    /// when changes come faster than this, for at most this much more latency (answers and
+    /// closes wait too). `Duration::ZERO`: off, every wake-up writes at once. Default: off.
+    pub coalesce: std::time::Duration,
 }
 
 impl Default for Config {
@@ -73,6 +79,7 @@ impl Default for Config {
             resume_history: 10_000,
             max_query_limit: 10_000,
             max_queries: 64,
+            coalesce: std::time::Duration::ZERO,
         }
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct Shared<S> {
     resumable: resume::Resumable,
     /// The log's last applied sequence number (frames carry it).
     published: Arc<AtomicU64>,
+    /// When the server was built: the clock `Config::coalesce` windows are counted on.
+    pub(crate) started: std::time::Instant,
 }
 
 /// A built server. Cheap to clone.

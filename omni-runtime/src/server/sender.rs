@@ -115,8 +115,18 @@ impl<S: Default + Send + Sync + 'static> Sender<S> {
     async fn send(&mut self, tx: &mut Tx) -> &'static str {
         let id = self.id;
         let mut pending = Vec::new();
+        let coalesce = self.shared.config.coalesce;
+        let started = tokio::time::Instant::from_std(self.shared.started);
         loop {
             self.outbox.notified().await;
+            if !coalesce.is_zero() {
+                // Wait for the next window boundary, the same for every connection, so that
+                // their timers fire together and what arrived meanwhile goes in this frame.
+                let step = coalesce.as_nanos().max(1);
+                let next = (started.elapsed().as_nanos() / step + 1) * step;
+                let at = started + std::time::Duration::from_nanos(next as u64);
+                tokio::time::sleep_until(at).await;
+            }
             loop {
                 // Read before draining: every commit up to it is in what is drained (or was sent
                 // before), so the frame may say it reflects them.
