@@ -594,6 +594,43 @@ fn eval<'v, A: Attribute>(
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_of_every_kind_order_consistently() {
+        let big = 1u64 << 63;
+        let values = [
+            json!(big + 1),
+            json!(big as f64),
+            json!(big),
+            json!(-1),
+            json!(-1.5),
+            json!(0),
+            json!(2.5),
+            json!(u64::MAX),
+        ];
+        // A total order: transitive and antisymmetric over every triple.
+        for a in &values {
+            for b in &values {
+                assert_eq!(cmp_values(a, b), cmp_values(b, a).reverse(), "{a} {b}");
+                for c in &values {
+                    if cmp_values(a, b).is_le() && cmp_values(b, c).is_le() {
+                        assert!(cmp_values(a, c).is_le(), "{a} <= {b} <= {c}");
+                    }
+                }
+            }
+        }
+        assert!(cmp_values(&json!(big), &json!(big + 1)).is_lt());
+        assert!(cmp_values(&json!(-1.5), &json!(-1)).is_lt());
+        assert!(cmp_values(&json!(2.5), &json!(3)).is_lt());
+        assert!(cmp_values(&json!(null), &json!(false)).is_lt());
+        assert!(cmp_values(&json!("a"), &json!("b")).is_lt());
+    }
+}
+
 /// Absent first, then by value.
 fn cmp_opt(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     match (a, b) {
@@ -620,14 +657,15 @@ pub(crate) fn cmp_values(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         (Value::Number(x), Value::Number(y)) => {
-            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
-                x.cmp(&y)
-            } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
-                x.cmp(&y)
-            } else {
-                let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
-                x.total_cmp(&y)
-            }
+            // By value as f64, then (where two values share one f64) floats before integers,
+            // and integers exactly: one total order, however integers and floats mix.
+            let key = |n: &serde_json::Number| match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => (i as f64, 1u8, i128::from(i)),
+                (None, Some(u)) => (u as f64, 1, i128::from(u)),
+                _ => (n.as_f64().unwrap_or(0.0), 0, 0),
+            };
+            let ((fx, kx, ix), (fy, ky, iy)) = (key(x), key(y));
+            fx.total_cmp(&fy).then(kx.cmp(&ky)).then(ix.cmp(&iy))
         }
         (Value::String(x), Value::String(y)) => x.cmp(y),
         (Value::Array(x), Value::Array(y)) => {

@@ -82,7 +82,7 @@ async fn a_room_keeps_its_last_lines_and_a_page_holds_what_it_asked_for() {
     .await
     .unwrap();
     assert_eq!(c.models::<Messages>().unwrap().len(), 50);
-    assert!(c.window("last").unwrap().more);
+    assert!(c.window::<Messages>("last").unwrap().more);
 
     // `can_query`: another room, or a page larger than the example allows, is refused.
     for q in [last("lobby", 50), last("attic", KEPT_PER_ROOM + 1)] {

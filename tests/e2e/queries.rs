@@ -128,13 +128,14 @@ async fn a_window_follows_inserts_filter_and_order_changes_and_refills() {
     let last3 = room("a").order_by(LineAttr::At, Dir::Desc).limit(3);
     c.query::<Lines>("last", &last3).await.unwrap();
     assert_eq!(ats(&c, "last"), [10, 9, 8]);
-    assert!(c.window("last").unwrap().more);
+    assert!(c.window::<Lines>("last").unwrap().more);
     assert_eq!(held(&c).len(), 3, "only the window is held");
 
     // A new line enters at the top and pushes the oldest out.
     lines.insert(line("a", 11)).await.unwrap();
     c.wait_until(|c| {
-        c.window("last").is_some_and(|w| w.oids.len() == 3) && ats(c, "last") == [11, 10, 9]
+        c.window::<Lines>("last").is_some_and(|w| w.oids.len() == 3)
+            && ats(c, "last") == [11, 10, 9]
     })
     .await
     .unwrap();
@@ -265,7 +266,7 @@ async fn queries_union_without_duplicates_and_unquery_releases_what_only_it_show
     .await
     .unwrap();
     c.unquery::<Lines>("late").await.unwrap();
-    assert!(c.window("late").is_none());
+    assert!(c.window::<Lines>("late").is_none());
     c.wait_until(|c| held(c).len() == 2).await.unwrap();
     assert!(c.get::<Lines>(both).unwrap().is_some());
     // Loading more: the same id with a larger limit.
@@ -311,7 +312,7 @@ async fn results_pass_read_permissions_and_filters_on_unreadable_attributes_matc
     ] {
         c.query::<Lines>("secret", &q).await.unwrap();
         assert_eq!(ats(&c, "secret"), Vec::<u64>::new(), "{q:?}");
-        assert!(!c.window("secret").unwrap().more);
+        assert!(!c.window::<Lines>("secret").unwrap().more);
     }
     // Ordered by it: all absent alike, so by OID; the value never shows.
     let by_secret = room("a").order_by(LineAttr::Secret, Dir::Desc).limit(3);
@@ -387,7 +388,7 @@ async fn bad_queries_are_refused_with_the_reason() {
         assert!(reason.starts_with("query on `lines`: "), "{reason}");
         assert!(reason.contains(wanted), "{reason} should name {wanted}");
     }
-    assert!(c.window("bad").is_none());
+    assert!(c.window::<Lines>("bad").is_none());
     // An unknown collection.
     let id = c
         .send(json!({"t": "query", "c": "nope", "q": 1, "limit": 5}))
@@ -424,7 +425,7 @@ async fn on_a_collection_every_client_holds_a_query_is_a_live_view() {
             .unwrap();
     }
     c.wait_until(|c| names(c) == ["di", "cy"]).await.unwrap();
-    assert!(c.window("leaders").unwrap().more);
+    assert!(c.window::<Scores>("leaders").unwrap().more);
     scores
         .update(all[1].0, |s| {
             s.set_points(100);

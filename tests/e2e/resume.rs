@@ -358,3 +358,45 @@ async fn channel_subscriptions_survive_a_resume_and_the_connect_hook_does_not_ru
         .await
         .unwrap();
 }
+
+/// A create whose storage finishes while its client's socket is down: the resumed client asks
+/// again and gets the `created` (the creator is answered even while it waits to be resumed).
+#[tokio::test]
+async fn a_create_finished_while_its_client_was_away_is_answered_on_resume() {
+    use omni_runtime::storage::{Method, Next, StoreRequest};
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let gone = Arc::new(AtomicUsize::new(0));
+    let app = app(60_000, 10_000, gone).middleware(move |req: StoreRequest, next: Next| {
+        let held = held.clone();
+        async move {
+            if req.method == Method::Create {
+                let _ = held.acquire().await.map(|p| p.forget());
+            }
+            next.run(req).await
+        }
+    });
+    let srv = TestServer::start(app).await;
+    let mut a = srv.client().await;
+    let add = json!({ "t": "add", "c": "docs", "tmp": "t1", "id": 100, "m": { "title": "away" } });
+    a.send_raw(add.to_string()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.sever();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The storage finishes while the socket is down.
+    gate.add_permits(1);
+    let docs = srv.server.world().collection::<crate::apps::Docs>();
+    for _ in 0..200 {
+        if docs.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(docs.len(), 3);
+    assert_eq!(a.reconnect(&srv.url()).await.unwrap(), Resumed::Changes);
+    a.send_raw(add.to_string()).await.unwrap();
+    let answer = a.answer(100).await.unwrap();
+    assert_eq!(answer["t"], "created");
+    assert_eq!(answer["tmp"], "t1");
+    assert_eq!(docs.len(), 3, "not created twice");
+}

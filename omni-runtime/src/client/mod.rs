@@ -115,8 +115,8 @@ pub struct Client {
     seq: u64,
     /// How many changes of its view that were not commits the server's frames said they reflect.
     view: u64,
-    /// Live queries by query id.
-    windows: HashMap<String, queries::Window>,
+    /// Live queries by collection and query id.
+    windows: HashMap<(String, String), queries::Window>,
 }
 
 /// How [`Client::reconnect`] came back.

@@ -58,7 +58,7 @@ impl Client {
         }
         let id = self.send(msg).await?;
         self.answer(id).await?;
-        if let Some(w) = self.windows.get_mut(qid) {
+        if let Some(w) = self.windows.get_mut(&(coll.to_owned(), qid.to_owned())) {
             w.spec = spec;
         }
         Ok(())
@@ -70,13 +70,13 @@ impl Client {
             .send(json!({"t": "unquery", "c": C::NAME, "q": qid}))
             .await?;
         self.answer(id).await?;
-        self.windows.remove(qid);
+        self.windows.remove(&(C::NAME.to_owned(), qid.to_owned()));
         Ok(())
     }
 
-    /// What the server says the live query `qid` shows.
-    pub fn window(&self, qid: &str) -> Option<&Window> {
-        self.windows.get(qid)
+    /// What the server says the live query `qid` on collection `C` shows.
+    pub fn window<C: Collection>(&self, qid: &str) -> Option<&Window> {
+        self.windows.get(&(C::NAME.to_owned(), qid.to_owned()))
     }
 
     /// The models the live query `qid` shows, decoded, in the query's order (the order the
@@ -84,8 +84,10 @@ impl Client {
     pub fn results<C: Collection>(&self, qid: &str) -> Result<Vec<Entry<C>>, ClientError> {
         let window = self
             .windows
-            .get(qid)
-            .ok_or_else(|| ClientError::Protocol(format!("no live query `{qid}`")))?;
+            .get(&(C::NAME.to_owned(), qid.to_owned()))
+            .ok_or_else(|| {
+                ClientError::Protocol(format!("no live query `{qid}` on `{}`", C::NAME))
+            })?;
         let spec = match &window.spec {
             Value::Object(m) => m.clone(),
             _ => Map::new(),
@@ -117,7 +119,7 @@ impl Client {
         let queries: Vec<(String, String, Value)> = self
             .windows
             .iter()
-            .map(|(q, w)| (q.clone(), w.collection.clone(), w.spec.clone()))
+            .map(|((_, q), w)| (q.clone(), w.collection.clone(), w.spec.clone()))
             .collect();
         for (qid, coll, spec) in queries {
             self.send_query(&coll, &qid, spec).await?;
@@ -129,6 +131,7 @@ impl Client {
     pub(super) fn apply_window(&mut self, msg: &Value) -> Result<(), ClientError> {
         let bad = || ClientError::Protocol(format!("bad window message: {msg}"));
         let qid = msg["q"].as_str().ok_or_else(bad)?.to_owned();
+        let coll = msg["c"].as_str().ok_or_else(bad)?.to_owned();
         let oids = |key: &str| -> Result<Vec<u64>, ClientError> {
             msg[key]
                 .as_array()
@@ -138,12 +141,15 @@ impl Client {
                 .collect()
         };
         let (ins, outs) = (oids("in")?, oids("out")?);
-        let window = self.windows.entry(qid).or_insert_with(|| Window {
-            collection: msg["c"].as_str().unwrap_or_default().to_owned(),
-            spec: Value::Null,
-            oids: Vec::new(),
-            more: false,
-        });
+        let window = self
+            .windows
+            .entry((coll.clone(), qid))
+            .or_insert_with(|| Window {
+                collection: coll,
+                spec: Value::Null,
+                oids: Vec::new(),
+                more: false,
+            });
         if msg["all"] == true {
             window.oids = ins;
         } else {

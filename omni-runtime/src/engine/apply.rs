@@ -70,12 +70,19 @@ where
         }
         self.version += 1;
         self.models.insert(oid, model);
+        let mut answer = None;
         if !self.live.queried_only {
-            super::fanout::added(self, conns, oid, creator);
+            answer = super::fanout::added(self, conns, oid, creator);
         }
         if self.live.queried_only || !self.live.is_empty() {
             let all = AttrSet::first(C::Model::ATTRS.len());
             self.fan_queries(conns, oid, None, all, creator);
+        }
+        // The creator's answer follows everything its insert sent it (its windows included).
+        if let Some((conn, req, created)) = answer
+            && let Some(c) = conns.get(&conn)
+        {
+            c.outbox.push_answer(req, created);
         }
     }
 
@@ -147,11 +154,12 @@ where
                 jobs,
             );
         }
-        if !self.live.queried_only {
-            super::fanout::removed(self, conns, oid);
-        }
+        // The windows first: a `window` never names a model its client no longer holds.
         if !self.live.is_empty() {
             self.fan_queries(conns, oid, Some(&old), AttrSet::EMPTY, None);
+        }
+        if !self.live.queried_only {
+            super::fanout::removed(self, conns, oid);
         }
         Some(old)
     }

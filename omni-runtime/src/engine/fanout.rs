@@ -119,24 +119,27 @@ fn count<C: crate::collection::Collection, S>(store: &Store<C, S>, kinds: [u64; 
     }
 }
 
-/// Fans a new model out to every ready connection; its creator (a client) gets `created`
-/// instead of `add`. Two passes, as [`changed`].
+/// Fans a new model out to every ready connection. Its creator (a client) gets `created`
+/// instead of `add`, even while it waits to be resumed (it asks again for the answer): the
+/// `created` is returned, to be queued after everything else the insert sends. Two passes, as
+/// [`changed`].
 pub(super) fn added<C, S>(
     store: &Store<C, S>,
     conns: &mut Conns<S>,
     oid: u64,
     creator: Option<(ConnId, u64, &str)>,
-) where
+) -> Option<(ConnId, u64, Bytes)>
+where
     C: CollectionPermissions<S>,
     C::Model: Permissions<S>,
     S: Send + Sync + 'static,
 {
-    let Some(model) = store.models.get(&oid) else {
-        return;
-    };
+    let model = store.models.get(&oid)?;
     let mut cache = ViewCache::default();
     let mut out: Vec<(&Outbox, Bytes)> = Vec::with_capacity(conns.len());
-    for (id, conn) in conns.iter_mut().filter(|(_, c)| c.ready) {
+    let mut answer = None;
+    let is_creator = |id: &ConnId| creator.is_some_and(|(c, _, _)| c == *id);
+    for (id, conn) in conns.iter_mut().filter(|(id, c)| c.ready || is_creator(id)) {
         let now = store.view(model, conn, *id, oid);
         match now {
             Some(mask) => conn.held[store.idx].insert(oid, mask),
@@ -150,7 +153,7 @@ pub(super) fn added<C, S>(
             Some((creator, req, tmp)) if creator == *id => {
                 let view = now.map(|m| (model, m));
                 let created = wire::created(&store.name_json, req, tmp, oid, view);
-                conn.outbox.push_answer(req, created);
+                answer = Some((creator, req, created));
             }
             _ => {
                 if let Some(mask) = now {
@@ -163,6 +166,7 @@ pub(super) fn added<C, S>(
     }
     store.delivered.add.inc_by(out.len() as u64);
     push_all(out);
+    answer
 }
 
 /// Pushes each message into its outbox.

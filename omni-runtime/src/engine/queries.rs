@@ -43,18 +43,22 @@ impl Default for QueryLimits {
 }
 
 /// What a change of the models a connection's queries show sends it: adds and changes before
-/// the `window` messages, removes after them.
+/// the `window` messages, removes after them, and the answer to its own request last.
 #[derive(Default)]
 struct Out {
     first: Vec<Bytes>,
     windows: Vec<Bytes>,
     last: Vec<Bytes>,
+    answer: Option<(u64, Bytes)>,
 }
 
 impl Out {
     fn push_to(self, conn: &ConnState<impl Sized>) {
         for msg in self.first.into_iter().chain(self.windows).chain(self.last) {
             conn.outbox.push(msg);
+        }
+        if let Some((req, msg)) = self.answer {
+            conn.outbox.push_answer(req, msg);
         }
     }
 }
@@ -180,8 +184,7 @@ where
             if let (true, Some((req, tmp))) = (is_commit, creator) {
                 fanout::record(held, had, x, delta);
                 let view = model.zip(now);
-                let created = wire::created(&self.name_json, req, tmp, x, view);
-                conn.outbox.push_answer(req, created);
+                out.answer = Some((req, wire::created(&self.name_json, req, tmp, x, view)));
                 continue;
             }
             if !fanout::record(held, had, x, delta) {
