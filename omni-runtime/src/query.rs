@@ -594,43 +594,6 @@ fn eval<'v, A: Attribute>(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn numbers_of_every_kind_order_consistently() {
-        let big = 1u64 << 63;
-        let values = [
-            json!(big + 1),
-            json!(big as f64),
-            json!(big),
-            json!(-1),
-            json!(-1.5),
-            json!(0),
-            json!(2.5),
-            json!(u64::MAX),
-        ];
-        // A total order: transitive and antisymmetric over every triple.
-        for a in &values {
-            for b in &values {
-                assert_eq!(cmp_values(a, b), cmp_values(b, a).reverse(), "{a} {b}");
-                for c in &values {
-                    if cmp_values(a, b).is_le() && cmp_values(b, c).is_le() {
-                        assert!(cmp_values(a, c).is_le(), "{a} <= {b} <= {c}");
-                    }
-                }
-            }
-        }
-        assert!(cmp_values(&json!(big), &json!(big + 1)).is_lt());
-        assert!(cmp_values(&json!(-1.5), &json!(-1)).is_lt());
-        assert!(cmp_values(&json!(2.5), &json!(3)).is_lt());
-        assert!(cmp_values(&json!(null), &json!(false)).is_lt());
-        assert!(cmp_values(&json!("a"), &json!("b")).is_lt());
-    }
-}
-
 /// Absent first, then by value.
 fn cmp_opt(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     match (a, b) {
@@ -679,5 +642,42 @@ pub(crate) fn cmp_values(a: &Value, b: &Value) -> Ordering {
         }
         (Value::Object(_), Value::Object(_)) => a.to_string().cmp(&b.to_string()),
         _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_of_every_kind_order_consistently() {
+        let big = 1u64 << 63;
+        let values = [
+            json!(big + 1),
+            json!(big as f64),
+            json!(big),
+            json!(-1),
+            json!(-1.5),
+            json!(0),
+            json!(2.5),
+            json!(u64::MAX),
+        ];
+        // A total order: transitive and antisymmetric over every triple.
+        for a in &values {
+            for b in &values {
+                assert_eq!(cmp_values(a, b), cmp_values(b, a).reverse(), "{a} {b}");
+                for c in &values {
+                    if cmp_values(a, b).is_le() && cmp_values(b, c).is_le() {
+                        assert!(cmp_values(a, c).is_le(), "{a} <= {b} <= {c}");
+                    }
+                }
+            }
+        }
+        assert!(cmp_values(&json!(big), &json!(big + 1)).is_lt());
+        assert!(cmp_values(&json!(-1.5), &json!(-1)).is_lt());
+        assert!(cmp_values(&json!(2.5), &json!(3)).is_lt());
+        assert!(cmp_values(&json!(null), &json!(false)).is_lt());
+        assert!(cmp_values(&json!("a"), &json!("b")).is_lt());
     }
 }
