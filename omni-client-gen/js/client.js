@@ -716,6 +716,8 @@ function createOmni(SCHEMA, env) {
           if (n) { sendChange(ci, model, patch); }
         }
       }
+      /* The windows of this client's queries came before the answer: they may show it already. */
+      queries.created(ci, result);
     }
     settleWaiters(st.waiters, null, result);
     st.waiters = null;

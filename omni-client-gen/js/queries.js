@@ -208,6 +208,18 @@ function omniQueries(deps) {
       q._fire("update", [q]);
     },
 
+    /* A model this client added got its OID (`created`, after the windows its insert changed):
+       queries that already show it tell their listeners. */
+    created: function (ci, model) {
+      const oid = model.get("oid");
+      for (const q of ci.queries.values()) {
+        if (q._oids.has(oid)) {
+          q._fire("add", [model, q, {}]);
+          q._fire("update", [q]);
+        }
+      }
+    },
+
     /* A model the server changed: queries showing it tell their listeners. */
     changed: function (ci, model) {
       const oid = model.get("oid");
