@@ -4,6 +4,7 @@
 //! holds what both binaries and the tests share: the model, the lean frame scanner and the
 //! `/proc` readers.
 
+pub mod child;
 pub mod model;
 pub mod procfs;
 pub mod scan;

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -116,22 +115,7 @@ async fn start_server(path: &PathBuf, models: usize, resume: bool) -> Result<Ser
     if !resume {
         cmd.arg("--no-resume");
     }
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = lines
-        .next_line()
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the server exited")?;
-    let addr = line
-        .strip_prefix("listening ")
-        .ok_or_else(|| format!("unexpected first line: {line}"))?;
+    let (child, addr) = omni_bench::child::spawn_listening(cmd).await?;
     Ok(Server {
         child,
         url: format!("ws://{addr}/omni"),

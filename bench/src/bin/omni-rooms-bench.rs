@@ -21,7 +21,6 @@ use hdrhistogram::Histogram;
 use omni_bench::model::RoomsMode;
 use omni_bench::procfs::{clock_ticks_per_second, cpu_ticks, rss_kib};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -191,24 +190,9 @@ async fn start(path: &PathBuf, args: &Args, mode: RoomsMode) -> Result<Server, S
         .arg("--lines")
         .arg(args.lines.to_string())
         .arg("--rooms")
-        .arg(args.rooms.to_string())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
+        .arg(args.rooms.to_string());
+    let (child, addr) = omni_bench::child::spawn_listening(cmd).await?;
     let pid = child.id().ok_or("the server exited")?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = lines
-        .next_line()
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the server exited")?;
-    let addr = line
-        .strip_prefix("listening ")
-        .ok_or_else(|| format!("unexpected first line: {line}"))?;
     Ok(Server {
         child,
         pid,

@@ -28,6 +28,7 @@
 mod apply;
 mod coll;
 pub(crate) mod commit;
+mod commits;
 mod conns;
 mod fanout;
 pub(crate) mod live;

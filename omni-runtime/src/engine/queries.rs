@@ -200,6 +200,20 @@ where
         }
     }
 
+    /// [`Self::settle_held`] outside a commit (a query changed, or permissions were checked
+    /// again): only what the connection's queries show decides.
+    fn settle_shown(
+        &self,
+        live: &Live<C::Model>,
+        conn_id: ConnId,
+        conn: &mut ConnState<S>,
+        oids: &mut Vec<u64>,
+        out: &mut Out,
+    ) {
+        let mut cache = ViewCache::default();
+        self.settle_held(live, conn_id, conn, oids, None, None, &mut cache, out);
+    }
+
     /// Updates the windows a commit of `oid` can touch (`old`: the model before it; the store
     /// holds the one after, if any) and sends their connections what changed. For a queried
     /// collection this is the whole fan-out; the creator (a client) gets `created`.
@@ -364,17 +378,7 @@ where
             touched.extend(shown);
         }
         if live.queried_only {
-            let mut cache = ViewCache::default();
-            self.settle_held(
-                &live,
-                conn_id,
-                conn,
-                &mut touched,
-                None,
-                None,
-                &mut cache,
-                &mut out,
-            );
+            self.settle_shown(&live, conn_id, conn, &mut touched, &mut out);
         }
         out.push_to(conn);
         self.live = live;
@@ -475,17 +479,7 @@ where
             windows,
             ..Out::default()
         };
-        let mut cache = ViewCache::default();
-        self.settle_held(
-            &live,
-            conn_id,
-            conn,
-            &mut touched,
-            None,
-            None,
-            &mut cache,
-            &mut out,
-        );
+        self.settle_shown(&live, conn_id, conn, &mut touched, &mut out);
         let sent = !(out.first.is_empty() && out.windows.is_empty() && out.last.is_empty());
         out.push_to(conn);
         self.live = live;
